@@ -1,0 +1,44 @@
+//! A-priori bounds, as plain functions, so that tests, benchmarks and users evaluate the same
+//! formulas the documentation states. Each is derived in the `proofs` crate.
+
+/// Fixed point, a priori: `‖v_k − v*‖ ≤ q^k ‖v_0 − v*‖` for `‖J‖ ≤ q`.
+pub fn fixed_point_a_priori(q: f64, k: usize, initial_error: f64) -> f64 {
+    q.powi(saturating_i32(k)) * initial_error
+}
+
+/// Fixed point, a posteriori: `‖v_k − v*‖ ≤ q/(1−q) · ‖v_k − v_{k−1}‖` for `‖J‖ ≤ q < 1`
+/// (`+∞` for `q ≥ 1`).
+pub fn fixed_point_a_posteriori(q: f64, step: f64) -> f64 {
+    if q < 1.0 {
+        q / (1.0 - q) * step
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Neumann series for the gradient-descent map `J = I − α∇²G`, `μ ⪯ ∇²G ⪯ L`, `0 < α ≤ 1/L`:
+/// `‖v_K − v*‖ ≤ (1 − αμ)^{K+1} ‖v*‖` (Lorraine et al., AISTATS 2020).
+pub fn neumann_gradient_descent(alpha: f64, mu: f64, terms: usize, v_star_norm: f64) -> f64 {
+    (1.0 - alpha * mu).powi(saturating_i32(terms).saturating_add(1)) * v_star_norm
+}
+
+/// Conjugate gradient, a priori, in the A-norm:
+/// `‖v_k − v*‖_A ≤ 2((√κ − 1)/(√κ + 1))^k ‖v_0 − v*‖_A` (Nocedal & Wright, eq. 5.36).
+pub fn cg_a_priori(kappa: f64, k: usize, initial_error_a_norm: f64) -> f64 {
+    let s = kappa.sqrt();
+    2.0 * ((s - 1.0) / (s + 1.0)).powi(saturating_i32(k)) * initial_error_a_norm
+}
+
+/// Condition number bound of `I − J` for symmetric `J` with `‖J‖ ≤ q < 1`: `(1 + q)/(1 − q)`.
+pub fn kappa_from_contraction(q: f64) -> f64 {
+    (1.0 + q) / (1.0 - q)
+}
+
+/// Hypergradient error with an exact inner solution: `‖∇̂f − ∇f‖ ≤ ‖∂_λΦ‖ · ‖v − v*‖`.
+pub fn hypergradient_error(cross_norm: f64, v_error: f64) -> f64 {
+    cross_norm * v_error
+}
+
+fn saturating_i32(k: usize) -> i32 {
+    i32::try_from(k).unwrap_or(i32::MAX)
+}
