@@ -14,7 +14,9 @@ use crate::vector::Vector;
 
 /// Deterministic test values (a fixed linear congruential generator; no RNG dependency).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -83,7 +85,11 @@ where
         z.axpy(-0.75, &y);
         let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a - 0.75 * b).collect();
         close_vec("axpy", &to(&z), &want, tol.max(2.0 * eps));
-        assert_eq!(to(&x), xs, "conformance check `clone independence` failed: axpy on a clone changed the original");
+        assert_eq!(
+            to(&x),
+            xs,
+            "conformance check `clone independence` failed: axpy on a clone changed the original"
+        );
 
         let mut z = x.clone();
         z.axpby(1.5, &y, -0.5);
@@ -97,17 +103,31 @@ where
 
         let mut zero = x.zeros_like();
         assert_eq!(zero.dim(), n, "conformance check `zeros_like dim` failed");
-        assert!(to(&zero).iter().all(|&v| v == 0.0), "conformance check `zeros_like` failed");
+        assert!(
+            to(&zero).iter().all(|&v| v == 0.0),
+            "conformance check `zeros_like` failed"
+        );
         zero.axpy(1.0, &y);
-        assert_eq!(to(&x), xs, "conformance check `zeros_like independence` failed");
+        assert_eq!(
+            to(&x),
+            xs,
+            "conformance check `zeros_like independence` failed"
+        );
 
         let mut c = y.zeros_like();
         c.copy_from(&x);
         assert_eq!(to(&c), xs, "conformance check `copy_from` failed");
         c.scale(2.0);
-        assert_eq!(to(&x), xs, "conformance check `copy_from independence` failed");
+        assert_eq!(
+            to(&x),
+            xs,
+            "conformance check `copy_from independence` failed"
+        );
 
-        assert!(x.is_finite(), "conformance check `is_finite` failed on finite values");
+        assert!(
+            x.is_finite(),
+            "conformance check `is_finite` failed on finite values"
+        );
         if n > 0 {
             for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
                 let mut vals = xs_in.clone();
@@ -118,13 +138,20 @@ where
                 if bad.is_nan() {
                     assert!(nv.is_nan(), "conformance check `norm of NaN` failed: {nv}");
                 } else {
-                    assert!(nv == f64::INFINITY, "conformance check `norm of Inf` failed: {nv}");
+                    assert!(
+                        nv == f64::INFINITY,
+                        "conformance check `norm of Inf` failed: {nv}"
+                    );
                 }
             }
             // axpby with beta = 0 discards the old contents, NaN included.
             let mut nan = from(&vec![f64::NAN; n]);
             nan.axpby(1.0, &x, 0.0);
-            assert_eq!(to(&nan), xs, "conformance check `axpby beta=0 discards NaN` failed");
+            assert_eq!(
+                to(&nan),
+                xs,
+                "conformance check `axpby beta=0 discards NaN` failed"
+            );
         }
     }
     // Overflow and underflow safety of the norm at the extremes the storage can hold.
@@ -132,7 +159,13 @@ where
         let v = from(&[big, big, big]);
         let stored = to(&v)[0];
         if stored.is_finite() && stored.to_bits() == big.to_bits() {
-            close("norm without overflow", v.norm(), big * 3f64.sqrt(), big * 3f64.sqrt(), tol.max(4.0 * eps));
+            close(
+                "norm without overflow",
+                v.norm(),
+                big * 3f64.sqrt(),
+                big * 3f64.sqrt(),
+                tol.max(4.0 * eps),
+            );
             break;
         }
     }
@@ -140,7 +173,13 @@ where
         let v = from(&[tiny, tiny, tiny]);
         let stored = to(&v)[0];
         if stored.to_bits() == tiny.to_bits() {
-            close("norm without underflow", v.norm(), tiny * 3f64.sqrt(), tiny * 3f64.sqrt(), tol.max(4.0 * eps));
+            close(
+                "norm without underflow",
+                v.norm(),
+                tiny * 3f64.sqrt(),
+                tiny * 3f64.sqrt(),
+                tol.max(4.0 * eps),
+            );
             break;
         }
     }
@@ -158,7 +197,11 @@ mod tests {
 
     #[test]
     fn array1_f64_conforms() {
-        check_vector(|xs: &[f64]| Array1::from(xs.to_vec()), |v: &Array1<f64>| v.to_vec(), 1e-14);
+        check_vector(
+            |xs: &[f64]| Array1::from(xs.to_vec()),
+            |v: &Array1<f64>| v.to_vec(),
+            1e-14,
+        );
     }
 
     #[test]
@@ -206,6 +249,10 @@ mod tests {
     #[test]
     #[should_panic(expected = "conformance check `dot` failed")]
     fn a_wrong_dot_fails_the_suite() {
-        check_vector(|xs: &[f64]| BrokenDot(xs.to_vec()), |v: &BrokenDot| v.0.clone(), 1e-14);
+        check_vector(
+            |xs: &[f64]| BrokenDot(xs.to_vec()),
+            |v: &BrokenDot| v.0.clone(),
+            1e-14,
+        );
     }
 }

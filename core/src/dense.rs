@@ -112,7 +112,9 @@ pub fn solve(a: &Array2<f64>, b: &Array1<f64>) -> Result<Array1<f64>> {
     let lu = a.factorize().map_err(|e| Error::Singular(e.to_string()))?;
     let rcond = lu.rcond().map_err(|e| Error::Singular(e.to_string()))?;
     if rcond.is_nan() || rcond <= a.nrows() as f64 * f64::EPSILON {
-        return Err(Error::Singular(format!("reciprocal condition number {rcond:.3e}")));
+        return Err(Error::Singular(format!(
+            "reciprocal condition number {rcond:.3e}"
+        )));
     }
     let x = lu.solve(b).map_err(|e| Error::Singular(e.to_string()))?;
     if !x.iter().all(|v| v.is_finite()) {
@@ -157,7 +159,9 @@ pub fn spectral_norm(a: &Array2<f64>) -> Result<f64> {
     if a.is_empty() {
         return Ok(0.0);
     }
-    let (_, s, _) = a.svd(false, false).map_err(|e| Error::Singular(e.to_string()))?;
+    let (_, s, _) = a
+        .svd(false, false)
+        .map_err(|e| Error::Singular(e.to_string()))?;
     Ok(s.iter().copied().fold(0.0, f64::max))
 }
 
@@ -167,6 +171,8 @@ pub fn spectral_norm(a: &Array2<f64>) -> Result<f64> {
 /// [`Error::Singular`] if LAPACK fails; [`Error::NonFinite`].
 pub fn symmetric_eigenvalues(a: &Array2<f64>) -> Result<Array1<f64>> {
     check_finite_matrix(a)?;
-    let (e, _) = a.eigh(UPLO::Lower).map_err(|e| Error::Singular(e.to_string()))?;
+    let (e, _) = a
+        .eigh(UPLO::Lower)
+        .map_err(|e| Error::Singular(e.to_string()))?;
     Ok(e)
 }

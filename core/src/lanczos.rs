@@ -88,7 +88,8 @@ mod tests {
         let d = vec![2.0; n];
         let e = vec![-1.0; n - 1];
         for j in 0..n {
-            let exact = 2.0 - 2.0 * (((j + 1) as f64) * std::f64::consts::PI / (n as f64 + 1.0)).cos();
+            let exact =
+                2.0 - 2.0 * (((j + 1) as f64) * std::f64::consts::PI / (n as f64 + 1.0)).cos();
             let got = kth_eigenvalue(&d, &e, j);
             assert!((got - exact).abs() <= 1e-12, "j={j}: {got} vs {exact}");
         }

@@ -170,7 +170,10 @@ impl fmt::Display for Info {
         )?;
         match &self.error_bound {
             Some(b) => writeln!(f, "error bound ‖v − v*‖:   {b}")?,
-            None => writeln!(f, "error bound ‖v − v*‖:   none (give a contraction factor or λ_min)")?,
+            None => writeln!(
+                f,
+                "error bound ‖v − v*‖:   none (give a contraction factor or λ_min)"
+            )?,
         }
         if let Some(q) = &self.contraction {
             writeln!(f, "contraction q:          {q}")?;

@@ -71,11 +71,17 @@ fn check_matches_dense(inst: &Linearised, params: &Params) -> Result<(), TestCas
         hg.info
     );
     prop_assert_eq!(hg.info.termination, Termination::Converged);
-    let bound = hg.error_bound.expect("q and cross norm given: a bound is due");
+    let bound = hg
+        .error_bound
+        .expect("q and cross norm given: a bound is due");
     prop_assert_eq!(bound.certainty, Certainty::Certified);
     // Rounding in the dense reference itself: κ·ε relative.
     let slack = 1e3 * f64::EPSILON * (inst.a_max / inst.a_min) * inst.scale;
-    prop_assert!(err <= bound.value + slack, "bound {:e} below error {err:e}", bound.value);
+    prop_assert!(
+        err <= bound.value + slack,
+        "bound {:e} below error {err:e}",
+        bound.value
+    );
     Ok(())
 }
 
@@ -95,7 +101,11 @@ macro_rules! matches_dense {
     };
 }
 
-matches_dense!(fp_matches_dense_on_quadratics, cg_matches_dense_on_quadratics, quadratic(24, 2.5));
+matches_dense!(
+    fp_matches_dense_on_quadratics,
+    cg_matches_dense_on_quadratics,
+    quadratic(24, 2.5)
+);
 
 proptest! {
     /// CG on condition numbers up to 10³ (fixed point needs O(κ) steps, CG O(√κ)).
@@ -104,8 +114,16 @@ proptest! {
         check_matches_dense(&inst, &cg_params(&inst))?;
     }
 }
-matches_dense!(fp_matches_dense_on_ridge, cg_matches_dense_on_ridge, ridge());
-matches_dense!(fp_matches_dense_on_logistic, cg_matches_dense_on_logistic, logistic());
+matches_dense!(
+    fp_matches_dense_on_ridge,
+    cg_matches_dense_on_ridge,
+    ridge()
+);
+matches_dense!(
+    fp_matches_dense_on_logistic,
+    cg_matches_dense_on_logistic,
+    logistic()
+);
 
 proptest! {
     /// ‖v_k − v*‖ ≤ q^k ‖v_0 − v*‖ at every iteration, and ‖v_k − v*‖ ≤ q/(1−q)‖v_k − v_{k−1}‖

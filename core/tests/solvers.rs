@@ -5,7 +5,10 @@ use ibau_core::solve::{cg, fixed_point, neumann};
 use ibau_core::{Error, Fallible, Recorder, Termination, Vector};
 use ndarray::{array, Array1, Array2};
 
-fn counting(m: Array2<f64>, count: &std::cell::Cell<usize>) -> impl FnMut(&Array1<f64>, &mut Array1<f64>) + '_ {
+fn counting(
+    m: Array2<f64>,
+    count: &std::cell::Cell<usize>,
+) -> impl FnMut(&Array1<f64>, &mut Array1<f64>) + '_ {
     move |x, out| {
         count.set(count.get() + 1);
         out.assign(&m.dot(x));
@@ -18,7 +21,17 @@ fn neumann_k_equals_fixed_point_k_plus_one_steps_from_zero() {
     let b = array![1.0, -2.0, 0.5];
     for k in 0..8 {
         let mut nv = Array1::from_elem(3, f64::NAN);
-        let info = neumann::solve(&mut DenseOperator::new(j.clone()), &b, &mut nv, &neumann::Params { terms: k, ..Default::default() }, &mut ()).unwrap();
+        let info = neumann::solve(
+            &mut DenseOperator::new(j.clone()),
+            &b,
+            &mut nv,
+            &neumann::Params {
+                terms: k,
+                ..Default::default()
+            },
+            &mut (),
+        )
+        .unwrap();
         assert_eq!(info.operator_applications, k);
         // Explicit series Σ_{i=0..k} (Jᵀ)^i b.
         let mut term = b.clone();
@@ -27,10 +40,17 @@ fn neumann_k_equals_fixed_point_k_plus_one_steps_from_zero() {
             term = j.dot(&term);
             series += &term;
         }
-        let diff = (&nv - &series).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+        let diff = (&nv - &series)
+            .mapv(f64::abs)
+            .fold(0.0f64, |a, &b| a.max(b));
         assert!(diff <= 1e-15, "K={k}: {diff:e}");
         let mut fv = Array1::zeros(3);
-        let p = fixed_point::Params { max_iter: k + 1, rel_tol: 0.0, require_convergence: false, ..Default::default() };
+        let p = fixed_point::Params {
+            max_iter: k + 1,
+            rel_tol: 0.0,
+            require_convergence: false,
+            ..Default::default()
+        };
         fixed_point::solve(&mut DenseOperator::new(j.clone()), &b, &mut fv, &p, &mut ()).unwrap();
         assert_eq!(fv, nv, "K={k}");
     }
@@ -42,7 +62,11 @@ fn fixed_point_first_step_from_zero_is_free() {
     let j = Array2::<f64>::eye(2) * 0.5;
     let b = array![1.0, 1.0];
     let mut v = Array1::zeros(2);
-    let p = fixed_point::Params { max_iter: 1, require_convergence: false, ..Default::default() };
+    let p = fixed_point::Params {
+        max_iter: 1,
+        require_convergence: false,
+        ..Default::default()
+    };
     let info = fixed_point::solve(&mut counting(j, &count), &b, &mut v, &p, &mut ()).unwrap();
     assert_eq!(count.get(), 0);
     assert_eq!(info.operator_applications, 0);
@@ -55,7 +79,17 @@ fn cg_terminates_within_n_steps_and_returns_the_converged_iterate() {
     let b = array![1.0, 2.0, 3.0];
     let mut v = Array1::zeros(3);
     let mut rec = Recorder::default();
-    let info = cg::solve(&mut DenseOperator::new(a.clone()), &b, &mut v, &cg::Params { rel_tol: 1e-14, ..Default::default() }, &mut rec).unwrap();
+    let info = cg::solve(
+        &mut DenseOperator::new(a.clone()),
+        &b,
+        &mut v,
+        &cg::Params {
+            rel_tol: 1e-14,
+            ..Default::default()
+        },
+        &mut rec,
+    )
+    .unwrap();
     assert_eq!(info.termination, Termination::Converged);
     assert!(info.iterations <= 3, "{info}");
     // The returned iterate is the last one recorded, and its true residual meets the tolerance.
@@ -75,7 +109,14 @@ fn cg_on_zero_rhs_returns_zero_without_nan() {
     let a = Array2::<f64>::eye(3);
     let b = Array1::zeros(3);
     let mut v = Array1::zeros(3);
-    let info = cg::solve(&mut DenseOperator::new(a), &b, &mut v, &cg::Params::default(), &mut ()).unwrap();
+    let info = cg::solve(
+        &mut DenseOperator::new(a),
+        &b,
+        &mut v,
+        &cg::Params::default(),
+        &mut (),
+    )
+    .unwrap();
     assert_eq!(info.iterations, 0);
     assert_eq!(info.operator_applications, 0);
     assert!(v.is_finite() && v.norm() == 0.0);
@@ -87,8 +128,17 @@ fn cg_reports_negative_curvature_instead_of_dividing() {
     let a = array![[1.0, 0.0], [0.0, -1.0]];
     let b = array![1.0, 1.0]; // pᵀAp = 0 at the first step
     let mut v = Array1::zeros(2);
-    match cg::solve(&mut DenseOperator::new(a), &b, &mut v, &cg::Params::default(), &mut ()) {
-        Err(Error::NotPositiveDefinite { iteration: 1, curvature }) => assert!(curvature <= 0.0),
+    match cg::solve(
+        &mut DenseOperator::new(a),
+        &b,
+        &mut v,
+        &cg::Params::default(),
+        &mut (),
+    ) {
+        Err(Error::NotPositiveDefinite {
+            iteration: 1,
+            curvature,
+        }) => assert!(curvature <= 0.0),
         other => panic!("{other:?}"),
     }
     assert!(v.is_finite());
@@ -99,12 +149,24 @@ fn cg_max_iter_is_an_error_unless_allowed() {
     let a = Array2::from_diag(&array![1.0, 10.0, 100.0, 1000.0]);
     let b = array![1.0, 1.0, 1.0, 1.0];
     let mut v = Array1::zeros(4);
-    let p = cg::Params { max_iter: 2, ..Default::default() };
+    let p = cg::Params {
+        max_iter: 2,
+        ..Default::default()
+    };
     match cg::solve(&mut DenseOperator::new(a.clone()), &b, &mut v, &p, &mut ()) {
-        Err(Error::NotConverged { iterations: 2, residual, tolerance }) => assert!(residual > tolerance),
+        Err(Error::NotConverged {
+            iterations: 2,
+            residual,
+            tolerance,
+        }) => assert!(residual > tolerance),
         other => panic!("{other:?}"),
     }
-    let p = cg::Params { max_iter: 2, require_convergence: false, lambda_min: Some(1.0), ..Default::default() };
+    let p = cg::Params {
+        max_iter: 2,
+        require_convergence: false,
+        lambda_min: Some(1.0),
+        ..Default::default()
+    };
     let mut v = Array1::zeros(4);
     let info = cg::solve(&mut DenseOperator::new(a.clone()), &b, &mut v, &p, &mut ()).unwrap();
     assert_eq!(info.termination, Termination::MaxIterations);
@@ -119,34 +181,69 @@ fn dimension_mismatch_and_bad_parameters_are_typed_errors() {
     let b = Array1::ones(3);
     let mut v = Array1::zeros(2);
     assert!(matches!(
-        cg::solve(&mut DenseOperator::new(a.clone()), &b, &mut v, &cg::Params::default(), &mut ()),
+        cg::solve(
+            &mut DenseOperator::new(a.clone()),
+            &b,
+            &mut v,
+            &cg::Params::default(),
+            &mut ()
+        ),
         Err(Error::DimensionMismatch { .. })
     ));
     let mut v = Array1::zeros(3);
-    for (abs_tol, rel_tol) in [(-1.0, 0.0), (f64::NAN, 0.0), (0.0, f64::INFINITY), (0.0, -1e-3)] {
-        let p = cg::Params { abs_tol, rel_tol, ..Default::default() };
+    for (abs_tol, rel_tol) in [
+        (-1.0, 0.0),
+        (f64::NAN, 0.0),
+        (0.0, f64::INFINITY),
+        (0.0, -1e-3),
+    ] {
+        let p = cg::Params {
+            abs_tol,
+            rel_tol,
+            ..Default::default()
+        };
         assert!(matches!(
             cg::solve(&mut DenseOperator::new(a.clone()), &b, &mut v, &p, &mut ()),
             Err(Error::InvalidParameter { .. })
         ));
     }
-    let p = fixed_point::Params { contraction: Some(f64::NAN), ..Default::default() };
+    let p = fixed_point::Params {
+        contraction: Some(f64::NAN),
+        ..Default::default()
+    };
     assert!(matches!(
-        fixed_point::solve(&mut DenseOperator::new(a.clone() * 0.5), &b, &mut v, &p, &mut ()),
-        Err(Error::InvalidParameter { name: "contraction", .. })
+        fixed_point::solve(
+            &mut DenseOperator::new(a.clone() * 0.5),
+            &b,
+            &mut v,
+            &p,
+            &mut ()
+        ),
+        Err(Error::InvalidParameter {
+            name: "contraction",
+            ..
+        })
     ));
     // An operator that resizes its output is caught.
     let mut bad = |_: &Array1<f64>, out: &mut Array1<f64>| *out = Array1::zeros(5);
     let mut v = Array1::ones(3);
     assert!(matches!(
-        fixed_point::solve(&mut bad, &b, &mut v, &fixed_point::Params::default(), &mut ()),
+        fixed_point::solve(
+            &mut bad,
+            &b,
+            &mut v,
+            &fixed_point::Params::default(),
+            &mut ()
+        ),
         Err(Error::DimensionMismatch { .. })
     ));
 }
 
 #[test]
 fn operator_errors_are_propagated() {
-    let mut failing = Fallible(|_: &Vec<f64>, _: &mut Vec<f64>| -> Result<(), String> { Err("device lost".into()) });
+    let mut failing = Fallible(|_: &Vec<f64>, _: &mut Vec<f64>| -> Result<(), String> {
+        Err("device lost".into())
+    });
     let b = vec![1.0, 2.0];
     let mut v = vec![0.0, 0.0];
     match cg::solve(&mut failing, &b, &mut v, &cg::Params::default(), &mut ()) {
@@ -160,7 +257,14 @@ fn fixed_point_without_claim_reports_an_estimate_not_a_certificate() {
     let j = Array2::from_diag(&array![0.5, 0.25]);
     let b = array![1.0, 1.0];
     let mut v = Array1::zeros(2);
-    let info = fixed_point::solve(&mut DenseOperator::new(j), &b, &mut v, &fixed_point::Params::default(), &mut ()).unwrap();
+    let info = fixed_point::solve(
+        &mut DenseOperator::new(j),
+        &b,
+        &mut v,
+        &fixed_point::Params::default(),
+        &mut (),
+    )
+    .unwrap();
     let q = info.contraction.unwrap();
     assert!(!q.is_certified());
     assert!((q.value - 0.5).abs() <= 1e-6, "{q:?}");
@@ -174,7 +278,17 @@ fn f32_storage_solves_to_f32_accuracy() {
     let b = Array1::from(vec![1.0f32, -1.0]);
     let mut v = Array1::<f32>::zeros(2);
     let mut op = |x: &Array1<f32>, out: &mut Array1<f32>| out.assign(&a32.dot(x));
-    let info = cg::solve(&mut op, &b, &mut v, &cg::Params { rel_tol: 1e-6, ..Default::default() }, &mut ()).unwrap();
+    let info = cg::solve(
+        &mut op,
+        &b,
+        &mut v,
+        &cg::Params {
+            rel_tol: 1e-6,
+            ..Default::default()
+        },
+        &mut (),
+    )
+    .unwrap();
     assert_eq!(info.termination, Termination::Converged);
     let exact = ibau_core::dense::solve(&a, &array![1.0, -1.0]).unwrap();
     for i in 0..2 {

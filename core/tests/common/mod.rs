@@ -130,7 +130,9 @@ pub fn gradient_descent_map(
     let h_inv_g = dense::solve(&h.matrix, &grad_w).expect("H is SPD");
     let exact = &grad_lambda - &cross_grad.t().dot(&h_inv_g);
     let v_star = &h_inv_g / alpha;
-    let q = (1.0 - alpha * h.min()).abs().max((1.0 - alpha * h.max()).abs());
+    let q = (1.0 - alpha * h.min())
+        .abs()
+        .max((1.0 - alpha * h.max()).abs());
     let cross_norm = dense::spectral_norm(&cross_t).unwrap();
     let scale = grad_lambda.dot(&grad_lambda).sqrt() + cross_norm * v_star.dot(&v_star).sqrt();
     Linearised {
@@ -238,7 +240,9 @@ pub fn logistic() -> impl Strategy<Value = Linearised> {
                 };
                 let gradient = |w: &Array1<f64>| {
                     let z = x.dot(w);
-                    let coef: Array1<f64> = (0..n).map(|i| -y[i] * sigmoid(-y[i] * z[i]) / n as f64).collect();
+                    let coef: Array1<f64> = (0..n)
+                        .map(|i| -y[i] * sigmoid(-y[i] * z[i]) / n as f64)
+                        .collect();
                     x.t().dot(&coef) + w * reg
                 };
                 // Newton's method (G is reg-strongly convex): quadratic convergence.
@@ -253,7 +257,9 @@ pub fn logistic() -> impl Strategy<Value = Linearised> {
                 }
                 let h_mat = hessian(&w);
                 let zv = xv.dot(&w);
-                let coef: Array1<f64> = (0..m).map(|i| -yv[i] * sigmoid(-yv[i] * zv[i]) / m as f64).collect();
+                let coef: Array1<f64> = (0..m)
+                    .map(|i| -yv[i] * sigmoid(-yv[i] * zv[i]) / m as f64)
+                    .collect();
                 let grad_w = xv.t().dot(&coef);
                 let cross_grad = w.clone().insert_axis(ndarray::Axis(1)) * reg;
                 let h = spectral_of(&h_mat);
