@@ -1,0 +1,290 @@
+//! The operators of an implicit hypergradient by double backward through libtorch's autograd.
+//!
+//! For an inner objective `G(w, λ)` given as a closure returning a scalar tensor, the
+//! gradient-descent fixed-point map is `Φ(w, λ) = w − α∇_wG(w, λ)`, so
+//!
+//! ```text
+//! Jᵀv       = v − α ∇²_ww G · v        (a Hessian-vector product)
+//! (∂_λΦ)ᵀv  = −α ∇²_λw G · v           (a mixed second derivative)
+//! ```
+//!
+//! Both come from one first-order gradient `g = ∇_wG` built with `create_graph = true`, then one
+//! backward pass of `⟨g, v⟩` per application (retaining the graph). [`GradientDescentMap`]
+//! counts the applications.
+//!
+//! Loss closures should compute in the dtype of the tensors they get: for `f64` checks use
+//! `log_softmax(-1, Kind::Double)` + `nll_loss` — tch's `cross_entropy_for_logits` forces `f32`.
+
+use std::cell::Cell;
+
+use ibau_core::{Hypergradient, Observer, Operator, Vector};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::tensor_vec::{check_layout, deep_copy, TensorList};
+
+/// Gradients of `loss` with respect to `inputs`; an input the loss does not use gets zeros.
+fn gradients(
+    loss: &Tensor,
+    inputs: &[Tensor],
+    keep_graph: bool,
+    create_graph: bool,
+) -> Result<Vec<Tensor>> {
+    let grads = Tensor::f_run_backward(&[loss], inputs, keep_graph, create_graph)?;
+    grads
+        .into_iter()
+        .zip(inputs)
+        .map(|(g, x)| {
+            if g.defined() {
+                Ok(g)
+            } else {
+                Ok(x.f_zeros_like()?)
+            }
+        })
+        .collect()
+}
+
+fn check_scalar(t: &Tensor, what: &'static str) -> Result<()> {
+    if t.numel() == 1 {
+        Ok(())
+    } else {
+        Err(Error::NotScalar {
+            what,
+            shape: t.size(),
+        })
+    }
+}
+
+/// Leaf copies of `w` that require gradients.
+fn leaves(w: &[Tensor]) -> Result<Vec<Tensor>> {
+    w.iter()
+        .map(|t| Ok(deep_copy(t)?.f_set_requires_grad(true)?))
+        .collect()
+}
+
+/// Shallow handles on `lambda`, which must require gradients (they are usually a model's
+/// parameters, used inside the loss closures through the model).
+fn outer_handles(lambda: &[Tensor]) -> Result<Vec<Tensor>> {
+    lambda
+        .iter()
+        .map(|t| {
+            if t.requires_grad() {
+                Ok(t.shallow_clone())
+            } else {
+                Err(Error::NoGrad("every outer variable λ"))
+            }
+        })
+        .collect()
+}
+
+/// The gradient-descent map `Φ(w, λ) = w − α∇_wG(w, λ)` linearised at `(w, λ)`.
+#[derive(Debug)]
+pub struct GradientDescentMap {
+    w: Vec<Tensor>,
+    lambda: Vec<Tensor>,
+    grad_w: Vec<Tensor>,
+    alpha: f64,
+    applications: Cell<usize>,
+}
+
+impl GradientDescentMap {
+    /// Builds the map at `(w, λ)`. `inner(w, λ)` must return the scalar `G(w, λ)`; it receives
+    /// leaf copies of `w` and handles on `λ` (which must require gradients: pass a model's
+    /// parameters and use the model inside the closure).
+    ///
+    /// # Errors
+    /// [`Error::NoGrad`], [`Error::NotScalar`], or a libtorch failure.
+    pub fn new<F>(inner: F, w: &[Tensor], lambda: &[Tensor], alpha: f64) -> Result<Self>
+    where
+        F: FnOnce(&[Tensor], &[Tensor]) -> Result<Tensor>,
+    {
+        let w = leaves(w)?;
+        let lambda = outer_handles(lambda)?;
+        let g = inner(&w, &lambda)?;
+        check_scalar(&g, "the inner objective G")?;
+        let grad_w = gradients(&g, &w, true, true)?;
+        Ok(GradientDescentMap {
+            w,
+            lambda,
+            grad_w,
+            alpha,
+            applications: Cell::new(0),
+        })
+    }
+
+    /// The step size α.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// The inner variables `w` (leaf copies).
+    pub fn w(&self) -> &[Tensor] {
+        &self.w
+    }
+
+    /// `∇_wG` at `(w, λ)`, detached.
+    ///
+    /// # Errors
+    /// If libtorch fails.
+    pub fn inner_gradient(&self) -> Result<TensorList> {
+        TensorList::detached_copy(&self.grad_w)
+    }
+
+    /// Operator applications (Hessian-vector products) so far, both operators together.
+    pub fn applications(&self) -> usize {
+        self.applications.get()
+    }
+
+    /// `∇_{wrt} ⟨∇_wG, v⟩`.
+    fn second_derivative(&self, v: &TensorList, wrt: &[Tensor]) -> Result<Vec<Tensor>> {
+        check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
+        let mut s = Tensor::f_zeros(
+            [],
+            (
+                Kind::Double,
+                self.w.first().map_or(tch::Device::Cpu, |t| t.device()),
+            ),
+        )?;
+        for (g, vi) in self.grad_w.iter().zip(v.tensors()) {
+            s = s.f_add(&g.f_mul(vi)?.f_sum(Kind::Double)?)?;
+        }
+        self.applications.set(self.applications.get() + 1);
+        if !s.requires_grad() {
+            // ∇_wG does not depend on anything (G linear in w): the derivative is zero.
+            return wrt.iter().map(|t| Ok(t.f_zeros_like()?)).collect();
+        }
+        gradients(&s, wrt, true, false)
+    }
+
+    /// The operator `v ↦ Jᵀv = v − α∇²_wwG v`.
+    pub fn jt(&self) -> JtOperator<'_> {
+        JtOperator(self)
+    }
+
+    /// The operator `v ↦ (∂_λΦ)ᵀv = −α∇²_λwG v`.
+    pub fn cross_t(&self) -> CrossOperator<'_> {
+        CrossOperator(self)
+    }
+
+    /// A zero vector with the layout of `w`.
+    ///
+    /// # Errors
+    /// If libtorch fails.
+    pub fn zeros_w(&self) -> Result<TensorList> {
+        TensorList::zeros_like_tensors(&self.w)
+    }
+
+    /// Computes the implicit hypergradient with the core, from outer gradients computed by
+    /// [`outer_gradients`] at the same point.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for gradients or a warm start of the wrong layout; the core's errors.
+    pub fn hypergradient<O: Observer<TensorList> + ?Sized>(
+        &self,
+        outer: OuterGradients,
+        params: &ibau_core::Params,
+        warm_start: Option<&TensorList>,
+        observer: &mut O,
+    ) -> Result<Hypergradient<TensorList, TensorList>> {
+        check_layout(&self.w, outer.grad_w.tensors(), "∇_wE vs w")?;
+        check_layout(&self.lambda, outer.grad_lambda.tensors(), "∇_λE vs λ")?;
+        if let Some(v0) = warm_start {
+            check_layout(&self.w, v0.tensors(), "warm start vs w")?;
+        }
+        let mut problem = ibau_core::Problem {
+            jt: self.jt(),
+            cross_t: self.cross_t(),
+            grad_w: outer.grad_w,
+            grad_lambda: outer.grad_lambda,
+        };
+        Ok(ibau_core::hypergradient(
+            &mut problem,
+            params,
+            warm_start,
+            observer,
+        )?)
+    }
+}
+
+/// `v ↦ Jᵀv` of a [`GradientDescentMap`].
+#[derive(Debug, Clone, Copy)]
+pub struct JtOperator<'a>(&'a GradientDescentMap);
+
+impl Operator<TensorList> for JtOperator<'_> {
+    fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
+        let map = self.0;
+        let mut run = || -> Result<()> {
+            let hv = map.second_derivative(v, &map.w)?;
+            for ((o, vi), hvi) in out.tensors_mut().iter_mut().zip(v.tensors()).zip(&hv) {
+                let r = vi.f_sub(&hvi.f_mul_scalar(map.alpha)?)?;
+                o.f_copy_(&r)?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| ibau_core::Error::Operator(Box::new(e)))
+    }
+}
+
+/// `v ↦ (∂_λΦ)ᵀv` of a [`GradientDescentMap`].
+#[derive(Debug, Clone, Copy)]
+pub struct CrossOperator<'a>(&'a GradientDescentMap);
+
+impl Operator<TensorList> for CrossOperator<'_> {
+    fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
+        let map = self.0;
+        let mut run = || -> Result<()> {
+            check_layout(&map.lambda, out.tensors(), "cross output vs λ")?;
+            let c = map.second_derivative(v, &map.lambda)?;
+            for (o, ci) in out.tensors_mut().iter_mut().zip(&c) {
+                o.f_copy_(&ci.f_mul_scalar(-map.alpha)?)?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| ibau_core::Error::Operator(Box::new(e)))
+    }
+}
+
+/// `∇_wE` and `∇_λE` at a point.
+#[derive(Debug, Clone)]
+pub struct OuterGradients {
+    /// `∇_wE`.
+    pub grad_w: TensorList,
+    /// `∇_λE`.
+    pub grad_lambda: TensorList,
+}
+
+/// Computes `∇_wE` and `∇_λE` of the scalar `outer(w, λ)` (same conventions as
+/// [`GradientDescentMap::new`]).
+///
+/// # Errors
+/// [`Error::NoGrad`], [`Error::NotScalar`], or a libtorch failure.
+pub fn outer_gradients<F>(outer: F, w: &[Tensor], lambda: &[Tensor]) -> Result<OuterGradients>
+where
+    F: FnOnce(&[Tensor], &[Tensor]) -> Result<Tensor>,
+{
+    let w = leaves(w)?;
+    let lambda = outer_handles(lambda)?;
+    let e = outer(&w, &lambda)?;
+    check_scalar(&e, "the outer objective E")?;
+    let mut inputs: Vec<Tensor> = w.iter().map(|t| t.shallow_clone()).collect();
+    inputs.extend(lambda.iter().map(|t| t.shallow_clone()));
+    let mut grads = gradients(&e, &inputs, false, false)?;
+    let grad_lambda = grads.split_off(w.len());
+    let detach = |v: Vec<Tensor>| -> Result<TensorList> {
+        Ok(TensorList::new(
+            v.into_iter()
+                .map(|t| Ok(t.f_detach()?))
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    };
+    Ok(OuterGradients {
+        grad_w: detach(grads)?,
+        grad_lambda: detach(grad_lambda)?,
+    })
+}
+
+/// Checks that a [`TensorList`] is finite; a convenience for callers that build their own
+/// gradients.
+pub fn is_finite(v: &TensorList) -> bool {
+    v.is_finite()
+}

@@ -1,0 +1,55 @@
+//! The plugin's error type.
+
+use tch::{Device, Kind};
+
+/// Everything that can go wrong in the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A libtorch call failed.
+    #[error("libtorch: {0}")]
+    Tch(#[from] tch::TchError),
+    /// The core refused or failed a solve.
+    #[error(transparent)]
+    Core(#[from] ibau_core::Error),
+    /// Two parameter lists do not match (count, shape, dtype or device).
+    #[error("{what}: tensor {index} expected {expected}, found {found}")]
+    Mismatch {
+        /// What was compared.
+        what: &'static str,
+        /// Index of the first tensor that differs.
+        index: usize,
+        /// What was expected (shape, dtype or device, as text).
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// A dtype the operation does not support.
+    #[error("unsupported dtype {0:?} (use Float or Double)")]
+    UnsupportedKind(Kind),
+    /// A tensor that must require gradients does not.
+    #[error("{0} must require gradients (call set_requires_grad(true) on leaf tensors)")]
+    NoGrad(&'static str),
+    /// A loss closure did not return a scalar.
+    #[error("{what} must be a scalar, found shape {shape:?}")]
+    NotScalar {
+        /// Which loss.
+        what: &'static str,
+        /// Its shape.
+        shape: Vec<i64>,
+    },
+    /// CUDA was asked for and is not available.
+    #[error("device {0:?} is not available")]
+    DeviceUnavailable(Device),
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Result with the plugin's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
