@@ -295,3 +295,36 @@ fn f32_storage_solves_to_f32_accuracy() {
         assert!((f64::from(v[i]) - exact[i]).abs() <= 1e-5);
     }
 }
+
+/// Found by the proofs crate: a fixed budget with zero tolerance on an SPD system drove the
+/// residual into the subnormal range, pᵀAp underflowed to 0 and CG reported a false
+/// `NotPositiveDefinite` with curvature 0/0. The direction is now kept at unit norm.
+#[test]
+fn cg_past_convergence_with_zero_tolerance_stays_ok() {
+    for scale in [1.0, 1e-150, 1e150] {
+        let a = Array2::from_diag(&array![1.0, 2.0, 3.0]);
+        let b = array![1.0, 1.0, 1.0] * scale;
+        let mut v = Array1::zeros(3);
+        let params = cg::Params {
+            max_iter: 100,
+            rel_tol: 0.0,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let info = cg::solve(
+            &mut DenseOperator::new(a.clone()),
+            &b,
+            &mut v,
+            &params,
+            &mut (),
+        )
+        .unwrap_or_else(|e| panic!("scale {scale:e}: {e:?}"));
+        let exact = array![1.0, 0.5, 1.0 / 3.0] * scale;
+        let err = (&v - &exact).mapv(f64::abs).fold(0.0f64, |m, &x| m.max(x));
+        assert!(
+            err <= 1e-15 * scale,
+            "scale {scale:e}: error {err:e}\n{info}"
+        );
+        assert!(info.residual.is_finite());
+    }
+}

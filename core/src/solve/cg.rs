@@ -116,7 +116,14 @@ where
     let mut r_norm = r.norm();
     let mut verified = true;
     let mut history = vec![r_norm];
+    // The search direction is kept at unit norm, p_k = s·d_k, so that dᵀAd is a Rayleigh
+    // quotient: it cannot underflow to 0 (and be mistaken for negative curvature) when the
+    // residual becomes tiny, nor overflow when it is huge.
     let mut p = r.clone();
+    let mut p_scale = r_norm;
+    if p_scale > 0.0 {
+        normalize(&mut p, p_scale);
+    }
     let (mut alphas, mut betas) = (Vec::new(), Vec::new());
     let mut record_lanczos = true;
     let mut restarts = 0usize;
@@ -155,6 +162,8 @@ where
                 break Termination::Stagnated;
             }
             p.copy_from(&r);
+            p_scale = r_norm;
+            normalize(&mut p, p_scale);
             record_lanczos = false;
             continue;
         }
@@ -163,6 +172,7 @@ where
         }
         apply_checked(a, &p, &mut ap, k + 1)?;
         applications += 1;
+        // Rayleigh quotient of the unit direction.
         let curvature = p.dot(&ap);
         if curvature.is_nan() || curvature.is_infinite() {
             return Err(Error::NonFinite {
@@ -170,15 +180,18 @@ where
             });
         }
         if curvature <= 0.0 {
-            let p_norm = p.norm();
             return Err(Error::NotPositiveDefinite {
                 iteration: k + 1,
-                curvature: curvature / (p_norm * p_norm),
+                curvature,
             });
         }
-        let alpha = r_norm * r_norm / curvature;
-        x.axpy(alpha, &p);
-        r.axpy(-alpha, &ap);
+        // Textbook α = ‖r‖²/(pᵀAp) with p = s·d; the step along d is α·s. Both are formed from
+        // the ratio ‖r‖/s ≤ 1 so that neither overflows nor underflows early.
+        let ratio = r_norm / p_scale;
+        let alpha = ratio * ratio / curvature;
+        let step = ratio * r_norm / curvature;
+        x.axpy(step, &p);
+        r.axpy(-step, &ap);
         let r_new = r.norm();
         // r_norm > tol ≥ 0 here, so the ratio is defined.
         let beta = (r_new / r_norm) * (r_new / r_norm);
@@ -186,7 +199,21 @@ where
             alphas.push(alpha);
             betas.push(beta);
         }
-        p.axpby(1.0, &r, beta);
+        // p_{k+1} = r_{k+1} + β p_k = r_{k+1} + β s d_k, then renormalised.
+        p.axpby(1.0, &r, beta * p_scale);
+        p_scale = p.norm();
+        if !(p_scale.is_finite() && p_scale > 0.0) {
+            if r_new == 0.0 {
+                // Exact solution: the direction is irrelevant.
+                p_scale = 1.0;
+            } else {
+                return Err(Error::NonFinite {
+                    at: Location::Iterate { iteration: k + 1 },
+                });
+            }
+        } else {
+            normalize(&mut p, p_scale);
+        }
         r_norm = r_new;
         verified = false;
         k += 1;
@@ -241,6 +268,18 @@ where
     };
     observer.on_finish(&info);
     Ok(info)
+}
+
+/// `p ← p / norm` for `norm > 0`, also when `1/norm` overflows (subnormal norms).
+fn normalize<V: Vector>(p: &mut V, norm: f64) {
+    let inv = 1.0 / norm;
+    if inv.is_finite() {
+        p.scale(inv);
+    } else {
+        let root = norm.sqrt();
+        p.scale(1.0 / root);
+        p.scale(1.0 / root);
+    }
 }
 
 /// `r ← b − A x`, returning `‖r‖`.
