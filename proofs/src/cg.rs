@@ -316,14 +316,11 @@ mod tests {
         assert!((0.7..=1.0).contains(&ratio), "ratio {ratio}");
     }
 
-    /// **Core bug (reported, not fixed here):** CG with a fixed budget and no tolerance
-    /// (`rel_tol = abs_tol = 0`) on a well-conditioned SPD system keeps iterating after it has
-    /// converged; the recursive residual decays into the subnormal range, `pᵀAp` underflows to 0,
-    /// and the solver reports `NotPositiveDefinite` with curvature `0/0 = NaN` for a matrix that
-    /// is positive definite — the "0/0 after convergence" defect the spec lists for betty, now as
-    /// a false error. Run with `cargo test -p ibau-proofs -- --ignored`.
+    /// Regression (found by this crate, fixed in core 6263994): CG with a fixed budget and no
+    /// tolerance (`rel_tol = abs_tol = 0`) on an SPD system kept iterating after convergence; the
+    /// residual decayed into the subnormal range, `pᵀAp` underflowed to 0 and the solver reported
+    /// `NotPositiveDefinite` with curvature `0/0 = NaN` for a positive definite matrix.
     #[test]
-    #[ignore = "core bug: fixed-budget CG past convergence reports NotPositiveDefinite (NaN)"]
     fn fixed_budget_cg_past_convergence_on_spd() {
         let a = Array2::from_diag(&ndarray::array![1.0, 2.0, 3.0]);
         let b = ndarray::array![1.0, 1.0, 1.0];
@@ -336,6 +333,8 @@ mod tests {
         };
         let res = cg::solve(&mut DenseOperator::new(a), &b, &mut v, &params, &mut ());
         assert!(res.is_ok(), "SPD system, fixed budget: {res:?}");
+        let exact = ndarray::array![1.0, 0.5, 1.0 / 3.0];
+        assert!(dist(&v, &exact) <= 1e-15, "{v}");
     }
 
     proptest! {
