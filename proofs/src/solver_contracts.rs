@@ -1,0 +1,670 @@
+//! The solvers' documented contracts that the theorems rely on but do not themselves pin down:
+//! what a report counts (operator applications, restarts, tolerance), where an error is located,
+//! when a bound is certified or only estimated, and the numerically degenerate cases (an exact
+//! step to the solution, a subnormal right-hand side, an overflowing curvature).
+//!
+//! These are the checks mutation testing (`scripts/mutants`) showed to be missing: each test
+//! names the contract it holds the core to, as documented in `ibau_core::solve` and
+//! `ibau_core::report`. In particular:
+//!
+//! * **Fixed point converges iff ρ(J) < 1, not ‖J‖ < 1.** A non-normal `J` with `ρ(J) < 1 < ‖J‖`
+//!   has growing steps at first and still converges; only for symmetric `J` (where the step
+//!   ratios are non-decreasing, see [`crate::assumption_violations`]) does one ratio above 1
+//!   prove divergence.
+//! * **The estimated fixed-point bound.** Without a certified `q`, the solver reports
+//!   `ĉ/(1−ĉ)·‖v_k − v_{k−1}‖` with `ĉ` the largest of the last step ratios — the a-posteriori
+//!   bound of [`crate::fixed_point`] with `ĉ` in place of `q`. For `J = qI` every ratio is `q`,
+//!   so the estimate is exact and the bound attained; an estimate `ĉ ≥ 1` gives no bound.
+//! * **CG's accounting**: one application per iteration, one per residual verification, one for
+//!   a non-zero initial guess; a restart each time the verified residual misses the tolerance,
+//!   `Stagnated` after `max_restarts`.
+
+#[cfg(test)]
+mod tests {
+    use crate::instances::{dist, norm, spd_with_condition, Spectral};
+    use ibau_core::dense::{self, DenseOperator};
+    use ibau_core::solve::{cg, fixed_point, neumann};
+    use ibau_core::{Error, Location, Termination};
+    use ndarray::{array, Array1, Array2};
+
+    fn dense_op(m: &Array2<f64>) -> DenseOperator {
+        DenseOperator::new(m.clone())
+    }
+
+    /// An operator `x ↦ Mx` that returns NaN from its `bad_call`-th application on (1-based).
+    fn nan_from(m: Array2<f64>, bad_call: usize) -> impl FnMut(&Array1<f64>, &mut Array1<f64>) {
+        let mut calls = 0usize;
+        move |x, out| {
+            calls += 1;
+            out.assign(&m.dot(x));
+            if calls >= bad_call {
+                out[0] = f64::NAN;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- conjugate gradient
+
+    /// Applications: iterations + verifications (+1 for a non-zero start); no restarts on an
+    /// easy system; the reported tolerance is `max(abs_tol, rel_tol·‖b‖)`.
+    #[test]
+    fn cg_counts_applications_and_reports_its_tolerance() {
+        let a = spd_with_condition(10.0, 1.0, &[0.2, 0.5], &[vec![1.0, 2.0, 0.0, -1.0]]);
+        let b = array![1.0, -1.0, 2.0, 0.5];
+        for (v0, extra) in [(Array1::zeros(4), 0usize), (array![0.1, 0.0, 0.0, 0.0], 1)] {
+            let mut v = v0.clone();
+            let p = cg::Params {
+                rel_tol: 1e-12,
+                ..Default::default()
+            };
+            let info = cg::solve(&mut dense_op(&a.matrix), &b, &mut v, &p, &mut ()).unwrap();
+            assert_eq!(info.termination, Termination::Converged);
+            assert_eq!(info.restarts, 0);
+            assert!(info.residual_verified);
+            assert_eq!(info.operator_applications, info.iterations + 1 + extra);
+            assert!((info.tolerance - 1e-12 * norm(&b)).abs() <= 1e-27);
+            assert_eq!(info.residual_history.len(), info.iterations + 1);
+        }
+        // abs_tol dominates.
+        let mut v = Array1::zeros(4);
+        let p = cg::Params {
+            abs_tol: 1e-3,
+            rel_tol: 1e-12,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a.matrix), &b, &mut v, &p, &mut ()).unwrap();
+        assert!((info.tolerance - 1e-3).abs() <= 1e-18);
+        assert!(norm(&(&b - &a.matrix.dot(&v))) <= 1e-3);
+    }
+
+    /// `verify_residual = false`: no extra application, the residual is the recursive one, and
+    /// the bound from a given `lambda_min` is only an estimate.
+    #[test]
+    fn cg_without_verification_reports_an_estimate() {
+        let a = Array2::from_diag(&array![1.0, 3.0, 10.0]);
+        let b = array![1.0, 1.0, 1.0];
+        let v_star = array![1.0, 1.0 / 3.0, 0.1];
+        let mut v = Array1::zeros(3);
+        let p = cg::Params {
+            verify_residual: false,
+            lambda_min: Some(1.0),
+            rel_tol: 1e-12,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.operator_applications, info.iterations);
+        assert!(!info.residual_verified);
+        let bound = info.error_bound.unwrap();
+        assert!(!bound.is_certified());
+        assert!((bound.value - info.residual / 1.0).abs() <= 1e-30);
+        assert!(dist(&v, &v_star) <= 1e-11);
+        // Budget spent without verification: no extra application either.
+        let mut v = Array1::zeros(3);
+        let p = cg::Params {
+            verify_residual: false,
+            max_iter: 1,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.termination, Termination::MaxIterations);
+        assert_eq!(info.operator_applications, 1);
+        assert!(!info.residual_verified);
+    }
+
+    /// With no `lambda_min`, the estimate is `‖r‖/θ_min` with `θ_min` the smallest Ritz value.
+    #[test]
+    fn cg_estimate_without_lambda_min_uses_the_smallest_ritz_value() {
+        let a = Array2::from_diag(&array![0.5, 2.0, 4.0, 8.0]);
+        let b = array![1.0, 1.0, 1.0, 1.0];
+        let mut v = Array1::zeros(4);
+        let p = cg::Params {
+            max_iter: 2,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        let s = info.spectrum.unwrap();
+        assert!(s.lambda_min > 0.5 && s.lambda_max < 8.0);
+        let bound = info.error_bound.unwrap();
+        assert!(!bound.is_certified());
+        assert!((bound.value - info.residual / s.lambda_min).abs() <= 1e-14 * bound.value);
+        // Budget 0: nothing to estimate from, no bound; the start is verified by definition.
+        let mut v = Array1::zeros(4);
+        let p = cg::Params {
+            max_iter: 0,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.operator_applications, 0);
+        assert!(info.residual_verified && info.error_bound.is_none() && info.spectrum.is_none());
+    }
+
+    /// A residual that is exactly zero after one step (`A = I`, `b = e₁`): no division by the
+    /// zero direction, the exact solution, one iteration.
+    #[test]
+    fn cg_exact_step_to_the_solution() {
+        let a = Array2::from_diag(&array![1.0, 2.0]);
+        let b = array![1.0, 0.0];
+        let mut v = Array1::zeros(2);
+        let p = cg::Params {
+            rel_tol: 0.0,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.termination, Termination::Converged);
+        assert_eq!(info.iterations, 1);
+        assert!(info.residual == 0.0);
+        assert!(dist(&v, &b) == 0.0);
+    }
+
+    /// A subnormal right-hand side (‖b‖ ≈ 1e-310, `1/‖b‖` overflows): solved to full relative
+    /// accuracy, as a normal one.
+    #[test]
+    fn cg_on_a_subnormal_right_hand_side() {
+        let a = Array2::from_diag(&array![1.0, 2.0, 4.0]);
+        let b = array![1.0, 1.0, 1.0] * 1e-310;
+        let mut v = Array1::zeros(3);
+        // rel_tol 1e-4: the tolerance (~1e-314) must stay where subnormals still carry bits.
+        let p = cg::Params {
+            rel_tol: 1e-4,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.termination, Termination::Converged);
+        let exact = array![1.0, 0.5, 0.25];
+        let scaled = &v / 1e-310;
+        assert!(dist(&scaled, &exact) <= 1e-6, "{scaled}");
+    }
+
+    /// A curvature that overflows is `NonFinite` at that iteration, not a zero step.
+    #[test]
+    fn cg_curvature_overflow_is_non_finite() {
+        let mut op = |x: &Array1<f64>, out: &mut Array1<f64>| {
+            for i in 0..x.len() {
+                out[i] = (2.0 * x[i]) * 1.7e308;
+            }
+        };
+        let b = array![1.0, 1.0, 1.0, 1.0];
+        let mut v = Array1::zeros(4);
+        let res = cg::solve(&mut op, &b, &mut v, &cg::Params::default(), &mut ());
+        assert!(
+            matches!(
+                res,
+                Err(Error::NonFinite {
+                    at: Location::Iterate { iteration: 1 }
+                })
+            ),
+            "{res:?}"
+        );
+    }
+
+    /// NaN from the operator at its m-th call is located at iteration m (from `v₀ = 0`, the
+    /// m-th call is CG iteration m).
+    #[test]
+    fn cg_locates_a_non_finite_operator_output() {
+        let a = Array2::from_diag(&array![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let b = array![1.0, 1.0, 1.0, 1.0, 1.0];
+        for m in 1..=3 {
+            let mut v = Array1::zeros(5);
+            let res = cg::solve(
+                &mut nan_from(a.clone(), m),
+                &b,
+                &mut v,
+                &cg::Params::default(),
+                &mut (),
+            );
+            assert!(
+                matches!(res, Err(Error::NonFinite { at: Location::OperatorOutput { iteration } }) if iteration == m),
+                "m={m}: {res:?}"
+            );
+        }
+    }
+
+    /// A tolerance below the rounding floor: the verified residual misses it, CG restarts
+    /// `max_restarts` times, then reports `Stagnated` (or `NotConverged` when convergence is
+    /// required); its iterate is still accurate to the floor.
+    #[test]
+    fn cg_restarts_then_stagnates_below_the_rounding_floor() {
+        let hh = vec![
+            vec![1.0, -2.0, 0.5, 1.0, 0.0, 3.0],
+            vec![0.0, 1.0, 1.0, -1.0, 2.0, 0.5],
+        ];
+        let a = spd_with_condition(1e6, 1.0, &[0.1, 0.4, 0.6, 0.9], &hh);
+        let b = array![1.0, -1.0, 0.5, 0.25, 2.0, -0.75];
+        let v_star = dense::solve(&a.matrix, &b).unwrap();
+        for max_restarts in [0usize, 2] {
+            let p = cg::Params {
+                rel_tol: 1e-19,
+                max_restarts,
+                max_iter: 10_000,
+                require_convergence: false,
+                ..Default::default()
+            };
+            let mut v = Array1::zeros(6);
+            let info = cg::solve(&mut dense_op(&a.matrix), &b, &mut v, &p, &mut ()).unwrap();
+            assert_eq!(info.termination, Termination::Stagnated, "{info}");
+            assert_eq!(info.restarts, max_restarts + 1);
+            assert!(info.residual_verified);
+            assert!(dist(&v, &v_star) <= 1e-6 * norm(&v_star));
+            let p = cg::Params {
+                require_convergence: true,
+                ..p
+            };
+            let mut v = Array1::zeros(6);
+            let res = cg::solve(&mut dense_op(&a.matrix), &b, &mut v, &p, &mut ());
+            assert!(matches!(res, Err(Error::NotConverged { .. })), "{res:?}");
+        }
+    }
+
+    // ---------------------------------------------------------------- fixed point
+
+    /// `J` non-normal with `ρ(J) = 0.5 < 1 < ‖J‖ ≈ 4`: the first steps grow, the iteration
+    /// converges, and it is not called divergent unless `J` is declared symmetric.
+    #[test]
+    fn fixed_point_converges_for_a_non_normal_map_with_spectral_radius_below_one() {
+        let jt = array![[0.5, 4.0], [0.0, 0.5]];
+        let b = array![0.0, 1.0];
+        let v_star = dense::solve_implicit(&jt, &b).unwrap();
+        let mut v = Array1::zeros(2);
+        let p = fixed_point::Params {
+            rel_tol: 1e-12,
+            ..Default::default()
+        };
+        let info = fixed_point::solve(&mut dense_op(&jt), &b, &mut v, &p, &mut ()).unwrap();
+        assert_eq!(info.termination, Termination::Converged);
+        assert!(dist(&v, &v_star) <= 1e-10 * norm(&v_star));
+        assert!(info.residual_history[1] > info.residual_history[0]);
+    }
+
+    /// Symmetric J with ρ(J) > 1: divergence is declared at the first step ratio above 1
+    /// (iteration 2 here), not later.
+    #[test]
+    fn symmetric_divergence_is_declared_at_the_first_growing_step() {
+        let j = Array2::from_diag(&array![2.0, 0.5]);
+        let b = array![1.0, 1.0];
+        let mut v = Array1::zeros(2);
+        let p = fixed_point::Params {
+            symmetric: true,
+            ..Default::default()
+        };
+        let res = fixed_point::solve(&mut dense_op(&j), &b, &mut v, &p, &mut ());
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 2, .. })),
+            "{res:?}"
+        );
+        let mut v = Array1::zeros(2);
+        let res = neumann::solve(
+            &mut dense_op(&j),
+            &b,
+            &mut v,
+            &neumann::Params {
+                terms: 50,
+                symmetric: true,
+                ..Default::default()
+            },
+            &mut (),
+        );
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 2, .. })),
+            "{res:?}"
+        );
+    }
+
+    /// Non-symmetric growth is declared when a step exceeds `divergence_factor` times the first:
+    /// `J = 2I`, first step 1e-3, factor 1e6, so at the first step above 1e3, `v_21`.
+    #[test]
+    fn growth_past_the_divergence_factor_is_declared_there() {
+        let j = Array2::<f64>::eye(2) * 2.0;
+        let b = array![1e-3, 0.0];
+        let mut v = Array1::zeros(2);
+        let res = fixed_point::solve(
+            &mut dense_op(&j),
+            &b,
+            &mut v,
+            &fixed_point::Params::default(),
+            &mut (),
+        );
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 21, .. })),
+            "{res:?}"
+        );
+    }
+
+    /// `J = I` (ρ = 1, steps constant) with `symmetric`: no ratio is above 1, so divergence is
+    /// declared when the budget is spent with a last ratio ≥ 1 — at iteration `max_iter`.
+    #[test]
+    fn unit_spectral_radius_is_declared_at_the_end_of_the_budget() {
+        let mut v = Array1::zeros(2);
+        let res = fixed_point::solve(
+            &mut dense_op(&Array2::<f64>::eye(2)),
+            &array![1.0, 0.0],
+            &mut v,
+            &fixed_point::Params {
+                max_iter: 50,
+                symmetric: true,
+                require_convergence: false,
+                ..Default::default()
+            },
+            &mut (),
+        );
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 50, .. })),
+            "{res:?}"
+        );
+    }
+
+    /// A claim above 1 gets the relative slack `q·16√ε`, not `16√ε/q`: `J = (2 + 3e-7)I`
+    /// claimed `q = 2` is within the slack (then diverges), not a violated claim.
+    #[test]
+    fn contraction_slack_scales_with_claims_above_one() {
+        let j = Array2::<f64>::eye(2) * (2.0 + 3e-7);
+        let mut v = Array1::zeros(2);
+        let res = fixed_point::solve(
+            &mut dense_op(&j),
+            &array![1.0, 1.0],
+            &mut v,
+            &fixed_point::Params {
+                contraction: Some(2.0),
+                ..Default::default()
+            },
+            &mut (),
+        );
+        assert!(matches!(res, Err(Error::Diverging { .. })), "{res:?}");
+    }
+
+    /// Without a claim, `J = qI`: the estimated contraction is `q` and the estimated bound
+    /// `ĉ/(1−ĉ)·step` equals the true error.
+    #[test]
+    fn estimated_fixed_point_bound_is_exact_for_a_multiple_of_the_identity() {
+        for q in [0.3, 0.6, 0.9] {
+            let j = Array2::<f64>::eye(3) * q;
+            let b = array![1.0, -0.5, 2.0];
+            let v_star = &b / (1.0 - q);
+            let mut v = Array1::zeros(3);
+            let info = fixed_point::solve(
+                &mut dense_op(&j),
+                &b,
+                &mut v,
+                &fixed_point::Params {
+                    max_iter: 10,
+                    require_convergence: false,
+                    ..Default::default()
+                },
+                &mut (),
+            )
+            .unwrap();
+            let c = info.contraction.unwrap();
+            assert!(!c.is_certified() && (c.value - q).abs() <= 1e-9, "{c:?}");
+            let bound = info.error_bound.unwrap();
+            assert!(!bound.is_certified());
+            let ratio = dist(&v, &v_star) / bound.value;
+            assert!((0.999..=1.0 + 1e-6).contains(&ratio), "q={q}: {ratio}");
+        }
+    }
+
+    /// A step ratio ≥ 1 among the last ones leaves no estimated bound (`ĉ/(1−ĉ)` would be
+    /// negative or infinite): nilpotent `J` reaching the solution exactly after growing steps.
+    #[test]
+    fn no_estimated_bound_from_a_ratio_of_one_or_more() {
+        for (growth, b) in [(10.0, array![1.0, 0.0]), (1.0, array![1.0, 0.0])] {
+            let jt = array![[0.0, 0.0], [growth, 0.0]];
+            let mut v = Array1::zeros(2);
+            let info = fixed_point::solve(
+                &mut dense_op(&jt),
+                &b,
+                &mut v,
+                &fixed_point::Params {
+                    rel_tol: 0.0,
+                    ..Default::default()
+                },
+                &mut (),
+            )
+            .unwrap();
+            assert_eq!(info.termination, Termination::Converged);
+            assert!(dist(&v, &array![1.0, growth]) == 0.0);
+            assert!(info.error_bound.is_none(), "{:?}", info.error_bound);
+        }
+    }
+
+    /// A claimed `q ≥ 1` certifies nothing: the bound falls back to the estimate.
+    #[test]
+    fn a_claim_of_one_or_more_certifies_no_bound() {
+        let j = Array2::<f64>::eye(2) * 0.5;
+        for claim in [1.0, 1.5] {
+            let mut v = Array1::zeros(2);
+            let info = fixed_point::solve(
+                &mut dense_op(&j),
+                &array![1.0, 1.0],
+                &mut v,
+                &fixed_point::Params {
+                    contraction: Some(claim),
+                    ..Default::default()
+                },
+                &mut (),
+            )
+            .unwrap();
+            assert!(info.contraction.unwrap().is_certified());
+            let bound = info.error_bound.unwrap();
+            assert!(
+                !bound.is_certified() && bound.value.is_finite(),
+                "{bound:?}"
+            );
+        }
+    }
+
+    /// NaN from `Jᵀ` at its m-th call: located at the iterate being computed — from zero the
+    /// first call computes `v₂`, from a warm start `v₁`.
+    #[test]
+    fn fixed_point_locates_a_non_finite_operator_output() {
+        let j = Array2::<f64>::eye(2) * 0.5;
+        let b = array![1.0, 1.0];
+        for (v0, first) in [(array![0.0, 0.0], 2usize), (array![1.0, 0.0], 1)] {
+            for m in 1..=3 {
+                let mut v = v0.clone();
+                let res = fixed_point::solve(
+                    &mut nan_from(j.clone(), m),
+                    &b,
+                    &mut v,
+                    &fixed_point::Params::default(),
+                    &mut (),
+                );
+                let want = first + m - 1;
+                assert!(
+                    matches!(res, Err(Error::NonFinite { at: Location::OperatorOutput { iteration } }) if iteration == want),
+                    "start {v0}, m={m}: {res:?}"
+                );
+            }
+        }
+    }
+
+    /// Applications: none for the first step from zero, one per further step; from a warm
+    /// start one per step.
+    #[test]
+    fn fixed_point_counts_applications() {
+        let j = Spectral::new(&[0.5, -0.25, 0.1], &[vec![1.0, 1.0, 0.0]]);
+        let b = array![1.0, 2.0, 3.0];
+        for (v0, extra) in [(Array1::zeros(3), 0usize), (array![1.0, 0.0, 0.0], 1)] {
+            let mut v = v0;
+            let info = fixed_point::solve(
+                &mut dense_op(&j.matrix),
+                &b,
+                &mut v,
+                &fixed_point::Params {
+                    max_iter: 7,
+                    require_convergence: false,
+                    ..Default::default()
+                },
+                &mut (),
+            )
+            .unwrap();
+            assert_eq!(info.iterations, 7);
+            assert_eq!(info.operator_applications, 6 + extra);
+            assert_eq!(info.residual_history.len(), 7);
+            assert!(info.residual_history.iter().all(|s| s.is_finite()));
+            assert!((info.tolerance - 1e-10 * norm(&b)).abs() <= 1e-24);
+        }
+    }
+
+    // ---------------------------------------------------------------- parameters
+
+    /// Every parameter outside its documented range is an `InvalidParameter`; the boundary
+    /// values are accepted.
+    #[test]
+    fn parameter_ranges_are_enforced_at_their_boundaries() {
+        let a = Array2::<f64>::eye(2) * 0.5;
+        let b = array![1.0, 1.0];
+        let fp = |p: fixed_point::Params| {
+            let mut v = Array1::zeros(2);
+            fixed_point::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ())
+        };
+        let cgs = |p: cg::Params| {
+            let mut v = Array1::zeros(2);
+            cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ())
+        };
+        let invalid = |r: &ibau_core::Result<ibau_core::Info>| {
+            matches!(r, Err(Error::InvalidParameter { .. }))
+        };
+        let d = fixed_point::Params::default;
+        // Accepted boundaries.
+        for p in [
+            fixed_point::Params {
+                abs_tol: 0.0,
+                rel_tol: 0.0,
+                ..d()
+            },
+            fixed_point::Params {
+                abs_tol: 1e-3,
+                ..d()
+            },
+            fixed_point::Params {
+                abs_tol: f64::INFINITY,
+                ..d()
+            },
+            fixed_point::Params {
+                divergence_factor: 1.0 + 1e-9,
+                ..d()
+            },
+        ] {
+            assert!(fp(p.clone()).is_ok(), "{p:?}");
+        }
+        // Rejected.
+        for p in [
+            fixed_point::Params {
+                abs_tol: -1e-300,
+                ..d()
+            },
+            fixed_point::Params {
+                abs_tol: f64::NAN,
+                ..d()
+            },
+            fixed_point::Params {
+                rel_tol: -1e-300,
+                ..d()
+            },
+            fixed_point::Params {
+                rel_tol: f64::INFINITY,
+                ..d()
+            },
+            fixed_point::Params {
+                rel_tol: f64::NAN,
+                ..d()
+            },
+            fixed_point::Params {
+                contraction: Some(-1e-300),
+                ..d()
+            },
+            fixed_point::Params {
+                contraction: Some(f64::INFINITY),
+                ..d()
+            },
+            fixed_point::Params {
+                divergence_factor: 1.0,
+                ..d()
+            },
+            fixed_point::Params {
+                divergence_factor: f64::NAN,
+                ..d()
+            },
+        ] {
+            assert!(invalid(&fp(p.clone())), "{p:?}");
+        }
+        // A claim of exactly 0 is valid (for J = 0).
+        let mut v = Array1::zeros(2);
+        let zero = fixed_point::Params {
+            contraction: Some(0.0),
+            ..d()
+        };
+        assert!(fixed_point::solve(
+            &mut dense_op(&Array2::zeros((2, 2))),
+            &b,
+            &mut v,
+            &zero,
+            &mut ()
+        )
+        .is_ok());
+        let c = cg::Params::default;
+        assert!(cgs(cg::Params {
+            lambda_min: Some(1e-300),
+            ..c()
+        })
+        .is_ok());
+        for l in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            assert!(
+                invalid(&cgs(cg::Params {
+                    lambda_min: Some(l),
+                    ..c()
+                })),
+                "{l}"
+            );
+        }
+    }
+
+    /// Inputs: mismatched dimensions and non-finite `b` or `v₀` are typed errors, located.
+    #[test]
+    fn inputs_are_checked() {
+        let a = Array2::<f64>::eye(2) * 0.5;
+        let run = |b: Array1<f64>, v0: Array1<f64>, use_cg: bool| {
+            let mut v = v0;
+            if use_cg {
+                cg::solve(
+                    &mut dense_op(&a),
+                    &b,
+                    &mut v,
+                    &cg::Params::default(),
+                    &mut (),
+                )
+            } else {
+                fixed_point::solve(
+                    &mut dense_op(&a),
+                    &b,
+                    &mut v,
+                    &fixed_point::Params::default(),
+                    &mut (),
+                )
+            }
+        };
+        for use_cg in [false, true] {
+            assert!(matches!(
+                run(array![1.0, 1.0], array![0.0, 0.0, 0.0], use_cg),
+                Err(Error::DimensionMismatch {
+                    expected: 2,
+                    found: 3,
+                    ..
+                })
+            ));
+            assert!(matches!(
+                run(array![f64::NAN, 1.0], array![0.0, 0.0], use_cg),
+                Err(Error::NonFinite { at: Location::Rhs })
+            ));
+            assert!(matches!(
+                run(array![1.0, 1.0], array![f64::INFINITY, 0.0], use_cg),
+                Err(Error::NonFinite {
+                    at: Location::InitialGuess
+                })
+            ));
+            assert!(run(array![1.0, 1.0], array![0.0, 0.0], use_cg).is_ok());
+        }
+    }
+}
