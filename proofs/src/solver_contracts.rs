@@ -15,6 +15,12 @@
 //!   `ĉ/(1−ĉ)·‖v_k − v_{k−1}‖` with `ĉ` the largest of the last step ratios — the a-posteriori
 //!   bound of [`crate::fixed_point`] with `ĉ` in place of `q`. For `J = qI` every ratio is `q`,
 //!   so the estimate is exact and the bound attained; an estimate `ĉ ≥ 1` gives no bound.
+//! * **The hypergradient wrapper** passes a certified `q` on — to the fixed-point solvers as
+//!   their `q`, to CG as `λ_min(I − J) ≥ 1 − q` only for symmetric `J` and `q < 1` — and refuses
+//!   invalid `cross_norm` and non-finite `∇_λE`.
+//! * **Ritz values** are the eigenvalues of the tridiagonal CG's coefficients define; for the
+//!   coefficients `α_j = (j+1)/(j+2)`, `β_j = α_j²` that tridiagonal is `tridiag(−1, 2, −1)`, whose
+//!   eigenvalues `2 − 2cos(jπ/(m+1))` are known in closed form.
 //! * **CG's accounting**: one application per iteration, one per residual verification, one for
 //!   a non-zero initial guess; a restart each time the verified residual misses the tolerance,
 //!   `Stagnated` after `max_restarts`.
@@ -505,6 +511,205 @@ mod tests {
             assert!(info.residual_history.iter().all(|s| s.is_finite()));
             assert!((info.tolerance - 1e-10 * norm(&b)).abs() <= 1e-24);
         }
+    }
+
+    // ---------------------------------------------------------------- hypergradient wrapper
+
+    use crate::instances::Linearised;
+    use ibau_core::{hypergradient, Method, Params};
+
+    fn lin(jt: Array2<f64>) -> Linearised {
+        let n = jt.nrows();
+        Linearised {
+            jt,
+            cross_t: Array2::from_elem((1, n), 1.0),
+            grad_w: Array1::from_elem(n, 1.0),
+            grad_lambda: array![0.5],
+        }
+    }
+
+    /// Symmetric flag and certified `q` reach the fixed-point solvers; `cross_norm` is checked.
+    #[test]
+    fn hypergradient_passes_symmetry_and_contraction_on() {
+        let j = Array2::from_diag(&array![2.0, 0.5]);
+        for method in [
+            Method::FixedPoint(fixed_point::Params::default()),
+            Method::Neumann(neumann::Params {
+                terms: 50,
+                ..Default::default()
+            }),
+        ] {
+            let params = Params {
+                method: method.clone(),
+                symmetric: true,
+                ..Params::default()
+            };
+            let res = hypergradient(&mut lin(j.clone()).problem(), &params, None, &mut ());
+            assert!(
+                matches!(res, Err(Error::Diverging { iteration: 2, .. })),
+                "{method:?}: {:?}",
+                res.map(|h| h.gradient)
+            );
+            let params = Params {
+                method,
+                contraction: Some(0.5),
+                cross_norm: Some(2f64.sqrt()),
+                ..Params::default()
+            };
+            let j = Array2::from_diag(&array![0.5, -0.25]);
+            let hg = hypergradient(&mut lin(j).problem(), &params, None, &mut ()).unwrap();
+            assert!(hg.info.contraction.unwrap().is_certified());
+            assert!(hg.error_bound.unwrap().is_certified());
+        }
+    }
+
+    /// CG gets `λ_min = 1 − q` only for symmetric `J` with `q < 1`; otherwise no certificate
+    /// (and no invalid `λ_min ≤ 0`).
+    #[test]
+    fn hypergradient_implies_lambda_min_only_when_valid() {
+        let j = Array2::from_diag(&array![0.5, -0.25]);
+        let cg_method = Method::ConjugateGradient(cg::Params::default());
+        let run = |q: f64, symmetric: bool| {
+            let params = Params {
+                method: cg_method.clone(),
+                contraction: Some(q),
+                symmetric,
+                cross_norm: Some(2f64.sqrt()),
+            };
+            hypergradient(&mut lin(j.clone()).problem(), &params, None, &mut ())
+        };
+        let certified = run(0.5, true).unwrap();
+        let bound = certified.info.error_bound.unwrap();
+        assert!(bound.is_certified());
+        // ‖r‖/(1 − q) exactly.
+        assert!((bound.value - certified.info.residual / 0.5).abs() <= 1e-15 * bound.value);
+        for (q, symmetric) in [(0.5, false), (1.0, true), (1.5, true)] {
+            let hg = run(q, symmetric).unwrap_or_else(|e| panic!("q={q}, {symmetric}: {e}"));
+            assert!(
+                hg.error_bound.is_none_or(|b| !b.is_certified()),
+                "q={q}, symmetric {symmetric}: {:?}",
+                hg.error_bound
+            );
+        }
+    }
+
+    /// `cross_norm` must be finite and ≥ 0 (0 is valid); `∇_λE` must be finite; an overflowing
+    /// sum `∇_λE + (∂_λΦ)ᵀv` is `NonFinite` at the cross output.
+    #[test]
+    fn hypergradient_checks_its_inputs_and_output() {
+        let j = Array2::from_diag(&array![0.5, -0.25]);
+        let run = |cross_norm: Option<f64>, l: &Linearised| {
+            let params = Params {
+                cross_norm,
+                symmetric: true,
+                ..Params::default()
+            };
+            hypergradient(&mut l.problem(), &params, None, &mut ()).map(|h| h.gradient)
+        };
+        assert!(run(Some(0.0), &lin(j.clone())).is_ok());
+        for c in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                matches!(
+                    run(Some(c), &lin(j.clone())),
+                    Err(Error::InvalidParameter { .. })
+                ),
+                "{c}"
+            );
+        }
+        let mut bad = lin(j.clone());
+        bad.grad_lambda[0] = f64::NAN;
+        assert!(matches!(
+            run(None, &bad),
+            Err(Error::NonFinite {
+                at: Location::OuterGradient
+            })
+        ));
+        let mut huge = lin(j);
+        huge.grad_lambda[0] = 1.7e308;
+        // Cross output 5e307·(2 + 0.8) = 1.4e308 is finite; adding 1.7e308 overflows.
+        huge.cross_t *= 5e307;
+        assert!(matches!(
+            run(None, &huge),
+            Err(Error::NonFinite {
+                at: Location::CrossOutput
+            })
+        ));
+    }
+
+    // ---------------------------------------------------------------- Lanczos / Ritz values
+
+    /// `α_j = (j+1)/(j+2)`, `β_j = α_j²` give `T_m = tridiag(−1, 2, −1)`: the extreme Ritz values
+    /// are `2 − 2cos(π/(m+1))` and `2 − 2cos(mπ/(m+1))`.
+    #[test]
+    fn ritz_values_of_a_known_tridiagonal() {
+        use ibau_core::lanczos::ritz_extremes;
+        for m in 1..=14usize {
+            let alphas: Vec<f64> = (0..m)
+                .map(|j| (j as f64 + 1.0) / (j as f64 + 2.0))
+                .collect();
+            let betas: Vec<f64> = alphas.iter().map(|a| a * a).collect();
+            let s = ritz_extremes(&alphas, &betas).unwrap();
+            let h = std::f64::consts::PI / (m as f64 + 1.0);
+            let (lo, hi) = (2.0 - 2.0 * h.cos(), 2.0 - 2.0 * (m as f64 * h).cos());
+            assert!(
+                (s.lambda_min - lo).abs() <= 1e-12,
+                "m={m}: {} vs {lo}",
+                s.lambda_min
+            );
+            assert!(
+                (s.lambda_max - hi).abs() <= 1e-12,
+                "m={m}: {} vs {hi}",
+                s.lambda_max
+            );
+            assert!((s.kappa() - hi / lo).abs() <= 1e-9 * hi / lo);
+            // Only the first m − 1 betas are used.
+            let s2 = ritz_extremes(&alphas, &betas[..m - 1]).unwrap();
+            assert!(s2 == s);
+        }
+        // A diagonal T (β = 0): the extremes of 1/α.
+        let s = ritz_extremes(&[0.5, 0.25, 1.0], &[0.0, 0.0]).unwrap();
+        assert!((s.lambda_min - 1.0).abs() <= 1e-13 && (s.lambda_max - 4.0).abs() <= 1e-13);
+        assert!(ritz_extremes(&[], &[]).is_none());
+        assert!(ritz_extremes(&[1.0, 1.0, 1.0], &[0.5]).is_none());
+        assert!(ritz_extremes(&[0.0], &[]).is_none());
+        assert!(ritz_extremes(&[1.0, 1.0], &[f64::INFINITY]).is_none());
+    }
+
+    /// Ritz values from a real CG run on a matrix with known spectrum: after all n steps they
+    /// are the extreme eigenvalues, and `kappa()` is the condition number.
+    #[test]
+    fn cg_ritz_estimates_reach_the_spectrum() {
+        let ev = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0];
+        let a = Spectral::new(&ev, &[vec![1.0, 0.5, -1.0, 2.0, 0.0, 1.0]]);
+        let b = a.from_eigen_coordinates(&Array1::from_elem(6, 1.0));
+        let mut v = Array1::zeros(6);
+        let p = cg::Params {
+            rel_tol: 1e-13,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a.matrix), &b, &mut v, &p, &mut ()).unwrap();
+        let s = info.spectrum.unwrap();
+        assert!((s.lambda_min - 0.5).abs() <= 1e-8 && (s.lambda_max - 8.0).abs() <= 1e-8);
+        assert!((s.kappa() - 16.0).abs() <= 1e-6);
+    }
+
+    // ---------------------------------------------------------------- vector spaces
+
+    /// The core's three `Vector` implementations pass the core's own conformance suite.
+    #[test]
+    fn vector_implementations_conform() {
+        use ibau_core::conformance::check_vector;
+        check_vector(|xs: &[f64]| xs.to_vec(), |v: &Vec<f64>| v.clone(), 1e-14);
+        check_vector(
+            |xs: &[f64]| Array1::from(xs.to_vec()),
+            |v: &Array1<f64>| v.to_vec(),
+            1e-14,
+        );
+        check_vector(
+            |xs: &[f64]| xs.iter().map(|&x| x as f32).collect::<Array1<f32>>(),
+            |v: &Array1<f32>| v.iter().map(|&x| f64::from(x)).collect(),
+            1e-6,
+        );
     }
 
     // ---------------------------------------------------------------- parameters
