@@ -27,7 +27,7 @@
 //!
 //! # Checks
 //! The hypergradient — from the formula solved densely (LU on `I − Jᵀ`) and from
-//! [`ibau_core::hypergradient`] with conjugate gradient — is compared with central finite
+//! [`ibau_core::hypergradient()`] with conjugate gradient — is compared with central finite
 //! differences of `f` itself, where every `f(λ ± h)` solves the inner problem exactly (LU):
 //! * [`QuadraticBilevel`](crate::instances::QuadraticBilevel): `f` is a quadratic in `λ`, so the
 //!   central difference has no truncation error and the check is to rounding;

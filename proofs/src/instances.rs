@@ -308,7 +308,7 @@ pub struct Linearised {
 }
 
 impl Linearised {
-    /// The problem as the core's [`hypergradient`](ibau_core::hypergradient) takes it, with
+    /// The problem as the core's [`hypergradient`](ibau_core::hypergradient()) takes it, with
     /// dense operators.
     pub fn problem(&self) -> Problem<Array1<f64>, Array1<f64>, DenseOperator, DenseOperator> {
         Problem {

@@ -91,9 +91,11 @@ mod tests {
         let b = array![1.0, 1.0, 1.0];
         let v_star = array![1.0, 1.0 / 3.0, 0.1];
         let mut v = Array1::zeros(3);
+        // A λ_min below the true one (1): still a valid lower bound, and ≠ 1 so that the
+        // bound's value ‖r‖/λ_min is told apart from ‖r‖·λ_min.
         let p = cg::Params {
             verify_residual: false,
-            lambda_min: Some(1.0),
+            lambda_min: Some(0.5),
             rel_tol: 1e-12,
             ..Default::default()
         };
@@ -102,7 +104,7 @@ mod tests {
         assert!(!info.residual_verified);
         let bound = info.error_bound.unwrap();
         assert!(!bound.is_certified());
-        assert!((bound.value - info.residual / 1.0).abs() <= 1e-30);
+        assert!((bound.value - 2.0 * info.residual).abs() <= 1e-15 * bound.value);
         assert!(dist(&v, &v_star) <= 1e-11);
         // Budget spent without verification: no extra application either.
         let mut v = Array1::zeros(3);
@@ -145,6 +147,26 @@ mod tests {
         let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
         assert_eq!(info.operator_applications, 0);
         assert!(info.residual_verified && info.error_bound.is_none() && info.spectrum.is_none());
+    }
+
+    /// κ ≈ 1e18: the smallest Ritz value comes out of bisection at `−1.1e-16` (its accuracy is
+    /// absolute, ~ε‖T‖), so it cannot stand in for λ_min: no estimated bound rather than a
+    /// negative one.
+    #[test]
+    fn cg_withholds_the_estimate_when_the_smallest_ritz_value_is_not_positive() {
+        let a = Array2::from_diag(&array![1e-18, 1.0, 2.0]);
+        let b = array![1.0, 1.0, 1.0];
+        let mut v = Array1::zeros(3);
+        let p = cg::Params {
+            max_iter: 3,
+            rel_tol: 0.0,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let info = cg::solve(&mut dense_op(&a), &b, &mut v, &p, &mut ()).unwrap();
+        let s = info.spectrum.unwrap();
+        assert!(s.lambda_min <= 0.0, "{s:?}");
+        assert!(info.error_bound.is_none(), "{:?}", info.error_bound);
     }
 
     /// A residual that is exactly zero after one step (`A = I`, `b = e₁`): no division by the
@@ -195,6 +217,32 @@ mod tests {
         let b = array![1.0, 1.0, 1.0, 1.0];
         let mut v = Array1::zeros(4);
         let res = cg::solve(&mut op, &b, &mut v, &cg::Params::default(), &mut ());
+        assert!(
+            matches!(
+                res,
+                Err(Error::NonFinite {
+                    at: Location::Iterate { iteration: 1 }
+                })
+            ),
+            "{res:?}"
+        );
+    }
+
+    /// A right-hand side near the overflow threshold (‖b‖ ≈ 1.7e308): the unnormalised next
+    /// direction `r + β‖p‖d` overflows in the first iteration, which is `NonFinite` at iteration
+    /// 1 — not a silently zeroed direction.
+    #[test]
+    fn cg_direction_overflow_is_non_finite() {
+        let a = Array2::from_diag(&array![1.0, 100.0]);
+        let b = array![1.2e308, 1.2e308];
+        let mut v = Array1::zeros(2);
+        let res = cg::solve(
+            &mut dense_op(&a),
+            &b,
+            &mut v,
+            &cg::Params::default(),
+            &mut (),
+        );
         assert!(
             matches!(
                 res,
