@@ -428,6 +428,36 @@ mod tests {
         assert!(matches!(res, Err(Error::Diverging { .. })), "{res:?}");
     }
 
+    /// Step ratios below the rounding floor `√ε(‖v‖ + ‖b‖)` are not evidence: run to the end
+    /// of a long budget, `J = ½I` with the exact claim `q = ½` (and, separately, declared
+    /// symmetric) is neither a violated claim nor divergent — at any scale of `b`.
+    #[test]
+    fn rounding_noise_is_not_taken_for_a_violated_claim() {
+        let j = Array2::<f64>::eye(2) * 0.5;
+        for scale in [1e-6, 1e-3, 1.0, 1e3, 1e6] {
+            let b = array![1.0, 0.3] * scale;
+            for (contraction, symmetric) in [(Some(0.5), false), (None, true)] {
+                let mut v = Array1::zeros(2);
+                let res = fixed_point::solve(
+                    &mut dense_op(&j),
+                    &b,
+                    &mut v,
+                    &fixed_point::Params {
+                        max_iter: 300,
+                        rel_tol: 0.0,
+                        contraction,
+                        symmetric,
+                        require_convergence: false,
+                        ..Default::default()
+                    },
+                    &mut (),
+                );
+                assert!(res.is_ok(), "scale {scale:e}, {contraction:?}: {res:?}");
+                assert!(dist(&v, &(&b * 2.0)) <= 4.0 * f64::EPSILON * scale);
+            }
+        }
+    }
+
     /// Without a claim, `J = qI`: the estimated contraction is `q` and the estimated bound
     /// `ĉ/(1−ĉ)·step` equals the true error.
     #[test]
