@@ -458,6 +458,55 @@ mod tests {
         }
     }
 
+    /// The three growth checks are strict inequalities. With `slack = 16√ε = 2⁻²²` exactly and
+    /// powers of two, the boundary is hit exactly: a ratio of exactly `q + 2⁻²²` is within a
+    /// claim `q = ½`; a symmetric ratio of exactly `1 + 2⁻²²` is not yet growth (but ρ ≥ 1 at
+    /// the end of the budget is); a step of exactly `divergence_factor ×` the first is not yet
+    /// divergence.
+    #[test]
+    fn growth_checks_are_strict_at_their_boundaries() {
+        let slack = 2f64.powi(-22);
+        let run = |c: f64, params: fixed_point::Params| {
+            let mut v = Array1::zeros(1);
+            fixed_point::solve(
+                &mut dense_op(&array![[c]]),
+                &array![1.0],
+                &mut v,
+                &params,
+                &mut (),
+            )
+        };
+        // v₁ = 1, v₂ = 1 + c, v₃ = 1 + c + c²: all exact, so the ratios are exactly c.
+        let claim = fixed_point::Params {
+            max_iter: 3,
+            contraction: Some(0.5),
+            require_convergence: false,
+            ..Default::default()
+        };
+        assert!(run(0.5 + slack, claim).is_ok());
+        let symmetric = fixed_point::Params {
+            max_iter: 3,
+            symmetric: true,
+            require_convergence: false,
+            ..Default::default()
+        };
+        let res = run(1.0 + slack, symmetric);
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 3, .. })),
+            "{res:?}"
+        );
+        // J = 2: steps 2^{k−1} exactly; factor 2²⁰ is reached at v₂₁ and exceeded at v₂₂.
+        let growth = fixed_point::Params {
+            divergence_factor: 2f64.powi(20),
+            ..Default::default()
+        };
+        let res = run(2.0, growth);
+        assert!(
+            matches!(res, Err(Error::Diverging { iteration: 22, .. })),
+            "{res:?}"
+        );
+    }
+
     /// Without a claim, `J = qI`: the estimated contraction is `q` and the estimated bound
     /// `ĉ/(1−ĉ)·step` equals the true error.
     #[test]
