@@ -228,20 +228,22 @@ mod tests {
         );
     }
 
-    /// A right-hand side near the overflow threshold (‖b‖ ≈ 1.7e308): the unnormalised next
-    /// direction `r + β‖p‖d` overflows in the first iteration, which is `NonFinite` at iteration
-    /// 1 — not a silently zeroed direction.
+    /// Near the overflow threshold: with `A = diag(1, 1, L, L)`, `b = x·(1, 1, 1, 1)`,
+    /// `x = 0.7e308`, `L = 10⁶`, every entry and the residual stay finite through the first step
+    /// (‖r₁‖ ≈ ‖b‖ = 1.4e308), but the unnormalised next direction `r₁ + β‖p₀‖d₀ ≈ (2x, 2x, 0, 0)`
+    /// has norm 2.8x ≈ 2e308: `NonFinite` at iteration 1 — not a direction silently scaled to 0.
     #[test]
     fn cg_direction_overflow_is_non_finite() {
-        let a = Array2::from_diag(&array![1.0, 100.0]);
-        let b = array![1.2e308, 1.2e308];
-        let mut v = Array1::zeros(2);
+        let a = Array2::from_diag(&array![1.0, 1.0, 1e6, 1e6]);
+        let b = Array1::from_elem(4, 0.7e308);
+        let mut v = Array1::zeros(4);
+        let mut rec = ibau_core::Recorder::default();
         let res = cg::solve(
             &mut dense_op(&a),
             &b,
             &mut v,
             &cg::Params::default(),
-            &mut (),
+            &mut rec,
         );
         assert!(
             matches!(
@@ -252,6 +254,10 @@ mod tests {
             ),
             "{res:?}"
         );
+        // The error is the direction's, not the iterate's or the residual's.
+        assert!(v.iter().all(|x| x.is_finite()) && rec.iterates.is_empty());
+        let r = &b - &a.dot(&v);
+        assert!(r.iter().all(|x| x.is_finite()));
     }
 
     /// NaN from the operator at its m-th call is located at iteration m (from `v₀ = 0`, the
