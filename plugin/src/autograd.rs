@@ -244,9 +244,11 @@ impl Operator<TensorList> for CrossOperator<'_> {
     }
 }
 
-/// `∇_wE` and `∇_λE` at a point.
+/// `∇_wE` and `∇_λE` at a point, with the value of `E`.
 #[derive(Debug, Clone)]
 pub struct OuterGradients {
+    /// The value `E(w, λ)`.
+    pub value: f64,
     /// `∇_wE`.
     pub grad_w: TensorList,
     /// `∇_λE`.
@@ -266,6 +268,7 @@ where
     let lambda = outer_handles(lambda)?;
     let e = outer(&w, &lambda)?;
     check_scalar(&e, "the outer objective E")?;
+    let value = e.f_double_value(&[])?;
     let mut inputs: Vec<Tensor> = w.iter().map(|t| t.shallow_clone()).collect();
     inputs.extend(lambda.iter().map(|t| t.shallow_clone()));
     let mut grads = gradients(&e, &inputs, false, false)?;
@@ -278,6 +281,7 @@ where
         ))
     };
     Ok(OuterGradients {
+        value,
         grad_w: detach(grads)?,
         grad_lambda: detach(grad_lambda)?,
     })

@@ -41,6 +41,12 @@ pub enum Error {
     /// CUDA was asked for and is not available.
     #[error("device {0:?} is not available")]
     DeviceUnavailable(Device),
+    /// Malformed outside input (a data file, a config).
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// An invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A file could not be read or written.
     #[error("{path}: {message}")]
     File {

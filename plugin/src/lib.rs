@@ -9,10 +9,16 @@
 //! The plugin depends on the core, never the reverse.
 #![warn(missing_docs)]
 
+pub mod attacks;
 pub mod autograd;
+pub mod config;
+pub mod data;
 pub mod error;
+pub mod ibau;
 pub mod model_io;
+pub mod models;
 pub mod tensor_vec;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use ibau_core as core;

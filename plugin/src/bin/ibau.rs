@@ -1,0 +1,578 @@
+//! `ibau` — poison a model, unlearn its backdoor with I-BAU, evaluate, and sweep experiments.
+//!
+//! Run `ibau --help` (or `ibau <command> --help`) for the commands and their options.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ibau_plugin::attacks::{Attack, AttackKind};
+use ibau_plugin::config::{ExperimentConfig, Preset};
+use ibau_plugin::data::{self, Data, DatasetName};
+use ibau_plugin::ibau::{self as ibau_loop, Method, RoundReport, StepReport, UnlearnObserver};
+use ibau_plugin::models::{Arch, Model};
+use ibau_plugin::train::{self, Metrics, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::Device;
+
+const EXAMPLES: &str = "\
+Examples:
+  ibau demo                                   poison a CNN on MNIST, unlearn it, print ACC/ASR
+  ibau train-poisoned --attack blended --out poisoned.safetensors
+  ibau unlearn --model poisoned.safetensors --attack blended --clean-size 100 --preset tuned \\
+               --out cleaned.safetensors
+  ibau evaluate --model cleaned.safetensors --attack blended
+  ibau sweep --datasets mnist,fashion-mnist --attacks badnets,blended,sig,all-to-all \\
+             --clean-sizes 5000,100 --seeds 0,1,2 --out results.jsonl
+  ibau --config experiment.toml unlearn --model poisoned.safetensors --out cleaned.safetensors";
+
+#[derive(Parser, Debug)]
+#[command(name = "ibau", version, about = "Adversarial unlearning of backdoors via implicit hypergradient (I-BAU)", after_help = EXAMPLES)]
+struct Cli {
+    /// Device to run on.
+    #[arg(long, global = true, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// TOML experiment configuration (command-line options override it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data folder (default: the workspace's data/, filled by scripts/setup).
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// Options that override the configuration file.
+#[derive(Args, Debug, Clone, Default)]
+struct Overrides {
+    /// Data set.
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetName>,
+    /// Attack.
+    #[arg(long, value_enum)]
+    attack: Option<AttackKind>,
+    /// Target class (0–9).
+    #[arg(long)]
+    target: Option<i64>,
+    /// Fraction of the training set poisoned.
+    #[arg(long)]
+    poison_ratio: Option<f64>,
+    /// Architecture.
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
+    /// Epochs of poisoned training.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Clean samples for the defender (1–5000).
+    #[arg(long)]
+    clean_size: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<i64>,
+    /// Unlearning preset.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// I-BAU or the fine-tuning ablation.
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    /// Rounds of unlearning (overrides the preset).
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model on poisoned training data and save it (safetensors).
+    TrainPoisoned {
+        #[command(flatten)]
+        o: Overrides,
+        /// Where to save the model.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Unlearn a saved model's backdoor; print ACC/ASR before and after; save the result.
+    Unlearn {
+        #[command(flatten)]
+        o: Overrides,
+        /// The poisoned model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Where to save the cleaned model.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print ACC and ASR of a saved model.
+    Evaluate {
+        #[command(flatten)]
+        o: Overrides,
+        /// The model.
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// The main job: poison a CNN on MNIST (BadNets), unlearn with I-BAU and with the
+    /// fine-tuning ablation, print ACC/ASR before/after.
+    Demo {
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Run a grid of experiments, append one JSON line per run, print the mean ± sd table.
+    Sweep {
+        /// Data sets (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "mnist")]
+        datasets: Vec<DatasetName>,
+        /// Attacks (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "badnets")]
+        attacks: Vec<AttackKind>,
+        /// Clean-set sizes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "5000")]
+        clean_sizes: Vec<usize>,
+        /// Seeds (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        seeds: Vec<i64>,
+        /// Presets (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "paper")]
+        presets: Vec<Preset>,
+        /// Output file (JSON lines, appended).
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder caching the poisoned models.
+        #[arg(long, default_value = "runs/models")]
+        models: PathBuf,
+        #[command(flatten)]
+        o: Overrides,
+    },
+}
+
+fn config(cli: &Cli, o: &Overrides) -> Result<ExperimentConfig> {
+    let mut c = match &cli.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            ExperimentConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => ExperimentConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = o.$f { c.$f = v; } )* };
+    }
+    set!(
+        dataset,
+        attack,
+        target,
+        poison_ratio,
+        arch,
+        epochs,
+        clean_size,
+        seed,
+        preset,
+        method
+    );
+    if let Some(r) = o.rounds {
+        let mut u = c.unlearn_config();
+        u.rounds = r;
+        c.unlearn = Some(u);
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn device(cli: &Cli) -> Result<Device> {
+    Ok(ibau_plugin::device(matches!(cli.device, DeviceArg::Cuda))?)
+}
+
+fn load_data(cli: &Cli, name: DatasetName) -> Result<Data> {
+    let root = cli.data.clone().unwrap_or_else(data::default_root);
+    Ok(data::load(name, &root)?)
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {pos}/{len} {elapsed_precise} {wide_msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn train_poisoned(
+    c: &ExperimentConfig,
+    d: &Data,
+    attack: &Attack,
+    device: Device,
+) -> Result<(Model, usize)> {
+    let (poisoned, k) = attack.poison(&d.train, c.seed)?;
+    tch::manual_seed(c.seed);
+    let model = Model::new(c.arch, device);
+    let tc = TrainConfig {
+        epochs: c.epochs,
+        batch_size: c.train_batch_size,
+        lr: c.train_lr,
+        seed: c.seed,
+    };
+    let pb = bar(0, "training");
+    train::train(&model, &poisoned, &tc, |epoch, b, n, loss| {
+        pb.set_length((n * tc.epochs) as u64);
+        pb.set_position((epoch * n + b + 1) as u64);
+        if b % 20 == 0 {
+            pb.set_message(format!("training e{epoch} loss {loss:.3}"));
+        }
+    })?;
+    pb.finish_and_clear();
+    Ok((model, k))
+}
+
+struct Progress {
+    pb: ProgressBar,
+    failures: usize,
+}
+
+impl UnlearnObserver for Progress {
+    fn on_step(&mut self, r: &StepReport) {
+        self.pb.inc(1);
+        if r.solver_error.is_some() {
+            self.failures += 1;
+        }
+        if let Some(info) = &r.solver {
+            self.pb.set_message(format!(
+                "r{} loss {:.3} |g| {:.2e} solve: {} it, res {:.1e}, {}",
+                r.round,
+                r.outer_loss,
+                r.gradient_norm,
+                info.iterations,
+                info.residual,
+                info.termination
+            ));
+        }
+    }
+    fn on_round(&mut self, r: &RoundReport) {
+        if let Some(m) = r.metrics {
+            self.pb.println(format!(
+                "  round {}: ACC {:.2} %, ASR {:.2} %, ‖δ‖ {:.2}, {:.1} s",
+                r.round + 1,
+                100.0 * m.acc,
+                100.0 * m.asr,
+                r.delta_norm,
+                r.seconds
+            ));
+        }
+    }
+}
+
+fn copy_model(m: &Model, device: Device) -> Result<Model> {
+    let mut out = Model::new(m.arch, device);
+    out.vs.copy(&m.vs)?;
+    Ok(out)
+}
+
+struct Outcome {
+    after: Metrics,
+    seconds: f64,
+    summary: ibau_loop::Summary,
+}
+
+fn run_unlearning(
+    c: &ExperimentConfig,
+    model: &Model,
+    d: &Data,
+    attack: &Attack,
+    verbose: bool,
+) -> Result<Outcome> {
+    let u = c.unlearn_config();
+    let clean = d.clean_pool.slice(0, c.clean_size)?;
+    let steps = u.rounds * c.clean_size.div_ceil(u.batch_size.min(c.clean_size));
+    let mut obs = Progress {
+        pb: bar(
+            steps as u64,
+            match u.method {
+                Method::Ibau => "I-BAU",
+                Method::FineTune => "fine-tune",
+            },
+        ),
+        failures: 0,
+    };
+    let start = Instant::now();
+    let eval = if verbose {
+        Some((&d.eval, attack))
+    } else {
+        None
+    };
+    let summary = ibau_loop::unlearn(model, &clean, &u, eval, &mut obs)?;
+    obs.pb.finish_and_clear();
+    let after = train::evaluate(model, &d.eval, attack)?;
+    Ok(Outcome {
+        after,
+        seconds: start.elapsed().as_secs_f64(),
+        summary,
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:6.2} %", 100.0 * x)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let device = device(cli)?;
+    match &cli.command {
+        Command::TrainPoisoned { o, out } => {
+            let c = config(cli, o)?;
+            let d = load_data(cli, c.dataset)?;
+            let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
+            let (model, k) = train_poisoned(&c, &d, &attack, device)?;
+            let m = train::evaluate(&model, &d.eval, &attack)?;
+            model.save(out)?;
+            println!(
+                "{}: {k} poisoned training images; ACC {}, ASR {}; saved {}",
+                attack.describe(),
+                pct(m.acc),
+                pct(m.asr),
+                out.display()
+            );
+        }
+        Command::Evaluate { o, model } => {
+            let c = config(cli, o)?;
+            let d = load_data(cli, c.dataset)?;
+            let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
+            let mut m = Model::new(c.arch, device);
+            m.load(model)?;
+            let r = train::evaluate(&m, &d.eval, &attack)?;
+            println!(
+                "ACC {}  ASR {}  ({}; {} evaluation images)",
+                pct(r.acc),
+                pct(r.asr),
+                attack.describe(),
+                d.eval.len()
+            );
+        }
+        Command::Unlearn { o, model, out } => {
+            let c = config(cli, o)?;
+            let d = load_data(cli, c.dataset)?;
+            let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
+            let mut m = Model::new(c.arch, device);
+            m.load(model)?;
+            let before = train::evaluate(&m, &d.eval, &attack)?;
+            let r = run_unlearning(&c, &m, &d, &attack, true)?;
+            m.save(out)?;
+            println!(
+                "{:<10} {:>9} {:>9}\n{:<10} {:>9} {:>9}\n{:<10} {:>9} {:>9}",
+                "",
+                "ACC",
+                "ASR",
+                "before",
+                pct(before.acc),
+                pct(before.asr),
+                "after",
+                pct(r.after.acc),
+                pct(r.after.asr)
+            );
+            println!(
+                "{} steps in {:.1} s, {} solver failures, {} HVPs; saved {}",
+                r.summary.steps,
+                r.seconds,
+                r.summary.solver_failures,
+                r.summary.hvps,
+                out.display()
+            );
+            if let Some(e) = &r.summary.first_solver_error {
+                println!("first solver failure (handled by the failure policy): {e}");
+            }
+        }
+        Command::Demo { o } => demo(cli, o, device)?,
+        Command::Sweep {
+            datasets,
+            attacks,
+            clean_sizes,
+            seeds,
+            presets,
+            out,
+            models,
+            o,
+        } => sweep(
+            cli,
+            o,
+            device,
+            datasets,
+            attacks,
+            clean_sizes,
+            seeds,
+            presets,
+            out,
+            models,
+        )?,
+    }
+    Ok(())
+}
+
+fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
+    let mut o = o.clone();
+    o.epochs = o.epochs.or(Some(1));
+    o.rounds = o.rounds.or(Some(1));
+    let c = config(cli, &o)?;
+    let start = Instant::now();
+    let d = load_data(cli, c.dataset)?;
+    let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
+    println!(
+        "I-BAU demo — {:?} / {:?}, {}, device {device:?}, seed {}",
+        c.dataset,
+        c.arch,
+        attack.describe(),
+        c.seed
+    );
+    let (model, k) = train_poisoned(&c, &d, &attack, device)?;
+    let before = train::evaluate(&model, &d.eval, &attack)?;
+    println!(
+        "poisoned training: {k} of {} images poisoned, {} epoch(s), {:.0} s",
+        d.train.len(),
+        c.epochs,
+        start.elapsed().as_secs_f64()
+    );
+    let mut rows = vec![("poisoned model".to_string(), before, 0.0, 0usize)];
+    for method in [Method::Ibau, Method::FineTune] {
+        let mut cm = c.clone();
+        cm.method = method;
+        if let Some(u) = cm.unlearn.as_mut() {
+            u.method = method;
+        }
+        let m = copy_model(&model, device)?;
+        let r = run_unlearning(&cm, &m, &d, &attack, false)?;
+        let name = match method {
+            Method::Ibau => "I-BAU",
+            Method::FineTune => "fine-tune only",
+        };
+        rows.push((
+            name.to_string(),
+            r.after,
+            r.seconds,
+            r.summary.solver_failures,
+        ));
+    }
+    let u = c.unlearn_config();
+    println!("\nunlearning: {} clean samples, {} round(s), batch {}, solver {:?}, evaluation on {} held-out images\n", c.clean_size, u.rounds, u.batch_size, u.solver, d.eval.len());
+    println!(
+        "| {:<16} | {:>9} | {:>9} | {:>8} |",
+        "model", "ACC", "ASR", "time"
+    );
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(18),
+        "-".repeat(11),
+        "-".repeat(11),
+        "-".repeat(10)
+    );
+    for (name, m, s, _) in &rows {
+        println!(
+            "| {:<16} | {:>9} | {:>9} | {:>6.0} s |",
+            name,
+            pct(m.acc),
+            pct(m.asr),
+            s
+        );
+    }
+    println!(
+        "\nASR counts only evaluation images whose true label is not the target. Total {:.0} s.",
+        start.elapsed().as_secs_f64()
+    );
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    cli: &Cli,
+    o: &Overrides,
+    device: Device,
+    datasets: &[DatasetName],
+    attacks: &[AttackKind],
+    clean_sizes: &[usize],
+    seeds: &[i64],
+    presets: &[Preset],
+    out: &Path,
+    models: &Path,
+) -> Result<()> {
+    if datasets.is_empty()
+        || attacks.is_empty()
+        || clean_sizes.is_empty()
+        || seeds.is_empty()
+        || presets.is_empty()
+    {
+        bail!("every sweep list needs at least one value");
+    }
+    std::fs::create_dir_all(models)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    for &dataset in datasets {
+        let d = load_data(cli, dataset)?;
+        for &attack_kind in attacks {
+            for &seed in seeds {
+                let mut o1 = o.clone();
+                o1.dataset = Some(dataset);
+                o1.attack = Some(attack_kind);
+                o1.seed = Some(seed);
+                let c = config(cli, &o1)?;
+                let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
+                let path = models.join(
+                    format!(
+                        "{:?}-{}-{:?}-e{}-s{}.safetensors",
+                        dataset, attack_kind, c.arch, c.epochs, seed
+                    )
+                    .to_lowercase(),
+                );
+                let mut model = Model::new(c.arch, device);
+                if path.exists() {
+                    model.load(&path)?;
+                } else {
+                    model = train_poisoned(&c, &d, &attack, device)?.0;
+                    model.save(&path)?;
+                }
+                let before = train::evaluate(&model, &d.eval, &attack)?;
+                for &clean_size in clean_sizes {
+                    for &preset in presets {
+                        for method in [Method::Ibau, Method::FineTune] {
+                            let mut o2 = o1.clone();
+                            o2.clean_size = Some(clean_size);
+                            o2.preset = Some(preset);
+                            o2.method = Some(method);
+                            let c2 = config(cli, &o2)?;
+                            let m = copy_model(&model, device)?;
+                            let r = run_unlearning(&c2, &m, &d, &attack, false)?;
+                            let u = c2.unlearn_config();
+                            let line = format!(
+                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}}}",
+                                dataset, attack_kind, c.arch, seed, clean_size, preset, method, u.rounds, u.batch_size,
+                                before.acc, before.asr, r.after.acc, r.after.asr, r.seconds, r.summary.round_seconds,
+                                r.summary.solver_failures, r.summary.steps, r.summary.hvps
+                            );
+                            writeln!(file, "{line}")?;
+                            file.flush()?;
+                            println!("{:?} {} seed {} n={} {:?} {:?}: ACC {} → {}, ASR {} → {} ({:.0} s, {} solver failures)",
+                                dataset, attack_kind, seed, clean_size, preset, method, pct(before.acc), pct(r.after.acc), pct(before.asr), pct(r.after.asr), r.seconds, r.summary.solver_failures);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

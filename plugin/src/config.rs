@@ -1,0 +1,178 @@
+//! Experiment configuration: TOML files (unknown keys are errors) with command-line overrides.
+//!
+//! ```toml
+//! dataset = "mnist"          # or "fashion-mnist"
+//! attack = "badnets"         # badnets | blended | sig | all-to-all
+//! target = 0
+//! poison_ratio = 0.1
+//! arch = "cnn"               # cnn | vgg
+//! epochs = 2
+//! clean_size = 5000          # ≤ 5000: the first n of the defender's clean pool
+//! seed = 0
+//! preset = "paper"           # paper | tuned; or give a full [unlearn] table instead
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::attacks::AttackKind;
+use crate::data::DatasetName;
+use crate::error::{Error, Result};
+use crate::ibau::{Method, UnlearnConfig};
+use crate::models::Arch;
+
+/// Unlearning presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The authors' defaults ([`UnlearnConfig::paper`]).
+    Paper,
+    /// Ours ([`UnlearnConfig::tuned`]).
+    Tuned,
+}
+
+/// One experiment: poisoned training, unlearning and evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Data set.
+    pub dataset: DatasetName,
+    /// Attack.
+    pub attack: AttackKind,
+    /// Target class.
+    pub target: i64,
+    /// Fraction of the training set poisoned.
+    pub poison_ratio: f64,
+    /// Architecture.
+    pub arch: Arch,
+    /// Epochs of poisoned training.
+    pub epochs: usize,
+    /// Batch size of poisoned training.
+    pub train_batch_size: usize,
+    /// Adam learning rate of poisoned training.
+    pub train_lr: f64,
+    /// Clean samples available to the defender (first n of the clean pool, ≤ 5000).
+    pub clean_size: usize,
+    /// Seed of everything.
+    pub seed: i64,
+    /// Unlearning preset (ignored when `unlearn` is given).
+    pub preset: Preset,
+    /// I-BAU or the fine-tuning ablation (overrides the preset's method).
+    pub method: Method,
+    /// A full unlearning configuration, overriding the preset.
+    pub unlearn: Option<UnlearnConfig>,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            dataset: DatasetName::Mnist,
+            attack: AttackKind::Badnets,
+            target: 0,
+            poison_ratio: 0.1,
+            arch: Arch::Cnn,
+            epochs: 2,
+            train_batch_size: 128,
+            train_lr: 1e-3,
+            clean_size: 5000,
+            seed: 0,
+            preset: Preset::Paper,
+            method: Method::Ibau,
+            unlearn: None,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] with the TOML error (unknown keys included); [`Error::Config`] for values
+    /// out of range.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: ExperimentConfig =
+            toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serialises as TOML (what is logged with a run).
+    ///
+    /// # Errors
+    /// [`Error::Parse`] if serialisation fails.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Parse(e.to_string()))
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        if !(0..10).contains(&self.target) {
+            return Err(Error::Config(format!(
+                "target = {} not in 0..10",
+                self.target
+            )));
+        }
+        if !(self.poison_ratio > 0.0 && self.poison_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "poison_ratio = {} not in (0, 1]",
+                self.poison_ratio
+            )));
+        }
+        if self.clean_size == 0 || self.clean_size > 5000 {
+            return Err(Error::Config(format!(
+                "clean_size = {} not in 1..=5000",
+                self.clean_size
+            )));
+        }
+        if self.train_batch_size == 0 || !(self.train_lr.is_finite() && self.train_lr > 0.0) {
+            return Err(Error::Config(
+                "train_batch_size must be ≥ 1 and train_lr > 0".into(),
+            ));
+        }
+        self.unlearn_config().validate()
+    }
+
+    /// The unlearning configuration this experiment uses.
+    pub fn unlearn_config(&self) -> UnlearnConfig {
+        let mut u = self.unlearn.clone().unwrap_or_else(|| match self.preset {
+            Preset::Paper => UnlearnConfig::paper(),
+            Preset::Tuned => UnlearnConfig::tuned(self.clean_size),
+        });
+        if self.unlearn.is_none() {
+            u.method = self.method;
+            u.seed = self.seed;
+        }
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_use_defaults_and_unknown_keys_are_errors() {
+        let c = ExperimentConfig::from_toml("attack = \"sig\"\nclean_size = 100\n").unwrap();
+        assert_eq!(c.attack, AttackKind::Sig);
+        assert_eq!(c.epochs, 2);
+        let e = ExperimentConfig::from_toml("atack = \"sig\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("atack"), "{e}");
+        assert!(ExperimentConfig::from_toml("attack = \"nope\"").is_err());
+        assert!(ExperimentConfig::from_toml("clean_size = 0").is_err());
+        assert!(ExperimentConfig::from_toml("target = 10").is_err());
+    }
+
+    #[test]
+    fn round_trip_through_toml() {
+        let c = ExperimentConfig {
+            unlearn: Some(UnlearnConfig::tuned(100)),
+            ..Default::default()
+        };
+        let back = ExperimentConfig::from_toml(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,469 @@
+//! The I-BAU loop (Zeng et al., ICLR 2022), as specified in `shared/ibau-spec.md` §3, with the
+//! implicit hypergradient computed by the core.
+//!
+//! Each round: (1) a universal perturbation δ (`[1, C, H, W]`, from 0) by one pass of SGD
+//! (lr `inner_lr`) over the clean set on `−CE(f(x + δ), argmax f(x)) + reg·‖δ‖²`, optionally
+//! projected onto `‖δ‖₂ ≤ projection`; (2) for every clean batch, the hypergradient of the outer
+//! loss — mean CE over the batch with δ added to `max(1, ⌊B·perturb_fraction⌋)` random samples —
+//! through the fixed-point map `Φ(δ, θ) = δ − α∇_δG`, `G(δ, θ) = −CE(f(x₀ + δ), y₀) + reg·‖δ‖²`
+//! on the first clean batch `(x₀, y₀)`, then one Adam step on θ. The model stays in eval mode
+//! (BatchNorm running statistics, dropout off).
+//!
+//! Deviations from the authors' code, all deliberate: at least one sample is always perturbed
+//! (their `int(B·0.01)` is 0 for B < 100, which silently turns the step into fine-tuning); a
+//! solver failure (a non-contractive Φ, negative curvature) is reported and handled by
+//! [`FailurePolicy`], never silently used; runs are seeded.
+
+use std::time::Instant;
+
+use ibau_core::solve::{cg, fixed_point};
+use ibau_core::{Info, Vector};
+use serde::{Deserialize, Serialize};
+use tch::nn::{Adam, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::attacks::Attack;
+use crate::autograd::{outer_gradients, GradientDescentMap};
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::tensor_vec::TensorList;
+use crate::train::{evaluate, Metrics};
+
+/// Unlearning method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// I-BAU: implicit hypergradient through the adversarial perturbation.
+    Ibau,
+    /// The ablation: the same outer steps on plain clean cross-entropy (no δ).
+    FineTune,
+}
+
+/// The linear solver of the implicit system.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Solver {
+    /// `steps` fixed-point iterations from v₀ = 0 (the authors' K = 5), accepted unconverged
+    /// unless the steps grow.
+    FixedPoint {
+        /// K.
+        steps: usize,
+    },
+    /// Conjugate gradient on `I − Jᵀ = α∇²_δG` to a relative tolerance.
+    Cg {
+        /// Relative residual tolerance.
+        rel_tol: f64,
+        /// Iteration budget.
+        max_iter: usize,
+    },
+}
+
+/// What to do when the linear solve fails (Φ not contractive, `∇²G` indefinite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Use the direct gradient `∇_θE` (the implicit term dropped) for this step — counted.
+    DirectGradient,
+    /// Skip the outer step — counted.
+    Skip,
+    /// Stop with the error.
+    Abort,
+}
+
+/// Settings of one unlearning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlearnConfig {
+    /// I-BAU or the fine-tuning ablation.
+    pub method: Method,
+    /// Rounds R.
+    pub rounds: usize,
+    /// Batch size B.
+    pub batch_size: usize,
+    /// Adam learning rate of the outer step.
+    pub outer_lr: f64,
+    /// SGD learning rate of the perturbation δ.
+    pub inner_lr: f64,
+    /// Weight of ‖δ‖² in the inner objective.
+    pub reg: f64,
+    /// Step α of the fixed-point map Φ = δ − α∇_δG.
+    pub fp_alpha: f64,
+    /// The linear solver.
+    pub solver: Solver,
+    /// Fraction of each batch perturbed by δ in the outer loss (at least one sample).
+    pub perturb_fraction: f64,
+    /// Radius of the L2 ball δ is projected onto (`None`: no projection, as in `defense.py`).
+    pub projection: Option<f64>,
+    /// Reuse the previous step's solution v as the next initial guess.
+    pub warm_start: bool,
+    /// What to do when the linear solve fails.
+    pub on_solver_failure: FailurePolicy,
+    /// Seed of the batch order and the perturbed samples.
+    pub seed: i64,
+}
+
+impl UnlearnConfig {
+    /// The authors' defaults (`defense.py`): B = 100, R = 5, K = 5, Adam 1e-3, δ by SGD lr 10,
+    /// reg 0.001, α = 0.1, 1 % of each batch perturbed, no projection.
+    pub fn paper() -> Self {
+        UnlearnConfig {
+            method: Method::Ibau,
+            rounds: 5,
+            batch_size: 100,
+            outer_lr: 1e-3,
+            inner_lr: 10.0,
+            reg: 1e-3,
+            fp_alpha: 0.1,
+            solver: Solver::FixedPoint { steps: 5 },
+            perturb_fraction: 0.01,
+            projection: None,
+            warm_start: false,
+            on_solver_failure: FailurePolicy::DirectGradient,
+            seed: 0,
+        }
+    }
+
+    /// Our tuned preset for a clean set of `clean_size` samples (tuned on the defender's clean
+    /// pool only): smaller batches and enough rounds for at least 100 outer steps, half of each
+    /// batch perturbed, δ projected onto ‖δ‖₂ ≤ 10, warm-started solves.
+    pub fn tuned(clean_size: usize) -> Self {
+        let batch_size = if clean_size >= 1000 {
+            100
+        } else {
+            (clean_size / 5).clamp(10, 100)
+        };
+        let batches = clean_size.div_ceil(batch_size).max(1);
+        let rounds = 100usize.div_ceil(batches).clamp(1, 100);
+        UnlearnConfig {
+            rounds,
+            batch_size,
+            perturb_fraction: 0.5,
+            projection: Some(10.0),
+            warm_start: true,
+            ..Self::paper()
+        }
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.rounds == 0 || self.batch_size == 0 {
+            return bad("rounds and batch_size must be ≥ 1".into());
+        }
+        for (name, v) in [
+            ("outer_lr", self.outer_lr),
+            ("inner_lr", self.inner_lr),
+            ("fp_alpha", self.fp_alpha),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} = {v} must be finite and > 0"));
+            }
+        }
+        if !(self.reg.is_finite() && self.reg >= 0.0) {
+            return bad(format!("reg = {} must be finite and ≥ 0", self.reg));
+        }
+        if !(self.perturb_fraction > 0.0 && self.perturb_fraction <= 1.0) {
+            return bad(format!(
+                "perturb_fraction = {} must be in (0, 1]",
+                self.perturb_fraction
+            ));
+        }
+        if let Some(r) = self.projection {
+            if !(r.is_finite() && r > 0.0) {
+                return bad(format!("projection = {r} must be finite and > 0"));
+            }
+        }
+        match self.solver {
+            Solver::FixedPoint { steps: 0 } => bad("solver.steps must be ≥ 1".into()),
+            Solver::Cg { rel_tol, max_iter }
+                if !(rel_tol.is_finite() && rel_tol > 0.0) || max_iter == 0 =>
+            {
+                bad("solver.rel_tol must be > 0 and solver.max_iter ≥ 1".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn core_params(&self) -> ibau_core::Params {
+        let method = match self.solver {
+            Solver::FixedPoint { steps } => ibau_core::Method::FixedPoint(fixed_point::Params {
+                max_iter: steps,
+                rel_tol: 0.0,
+                require_convergence: false,
+                ..Default::default()
+            }),
+            Solver::Cg { rel_tol, max_iter } => ibau_core::Method::ConjugateGradient(cg::Params {
+                rel_tol,
+                max_iter,
+                require_convergence: false,
+                ..Default::default()
+            }),
+        };
+        ibau_core::Params {
+            method,
+            contraction: None,
+            symmetric: true,
+            cross_norm: None,
+        }
+    }
+}
+
+/// What one outer step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Round (0-based).
+    pub round: usize,
+    /// Outer step counted over the whole run (0-based).
+    pub step: usize,
+    /// Outer loss before the step.
+    pub outer_loss: f64,
+    /// Norm of the gradient applied.
+    pub gradient_norm: f64,
+    /// The linear solve's report (I-BAU, when it succeeded).
+    pub solver: Option<Info>,
+    /// The linear solve's error (I-BAU, when it failed).
+    pub solver_error: Option<String>,
+}
+
+/// What one round did.
+#[derive(Debug, Clone)]
+pub struct RoundReport {
+    /// Round (0-based).
+    pub round: usize,
+    /// ‖δ‖₂ of the round's perturbation (0 for fine-tuning).
+    pub delta_norm: f64,
+    /// Wall time of the round.
+    pub seconds: f64,
+    /// Metrics after the round, when an evaluation set was given.
+    pub metrics: Option<Metrics>,
+}
+
+/// Receives per-step and per-round reports (MLflow and progress bars implement it).
+pub trait UnlearnObserver {
+    /// After every outer step.
+    fn on_step(&mut self, _report: &StepReport) {}
+    /// After every round.
+    fn on_round(&mut self, _report: &RoundReport) {}
+}
+
+impl UnlearnObserver for () {}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Outer steps taken.
+    pub steps: usize,
+    /// Linear solves that failed (handled by the failure policy).
+    pub solver_failures: usize,
+    /// The first solver error, verbatim.
+    pub first_solver_error: Option<String>,
+    /// Outer steps skipped by the failure policy.
+    pub skipped: usize,
+    /// Operator applications (Hessian-vector products) in all linear solves.
+    pub hvps: usize,
+    /// Wall time per round.
+    pub round_seconds: Vec<f64>,
+}
+
+/// Cross-entropy in the logits' dtype (`f32` models use libtorch's fused kernel).
+pub(crate) fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(logits
+        .f_log_softmax(-1, logits.kind())?
+        .f_nll_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100)?)
+}
+
+/// The round's universal perturbation δ (detached).
+fn perturbation(model: &Model, clean: &Split, cfg: &UnlearnConfig) -> Result<Tensor> {
+    let device = model.vs.device();
+    let mut delta =
+        Tensor::f_zeros([1, 1, 28, 28], (Kind::Float, device))?.f_set_requires_grad(true)?;
+    let n = clean.len();
+    let mut i = 0;
+    while i < n {
+        let k = cfg.batch_size.min(n - i);
+        let b = clean.slice(i, k)?;
+        let x = b.images.f_to_device(device)?;
+        let pseudo = tch::no_grad(|| model.forward_t(&x, false).f_argmax(-1, false))?;
+        let loss = cross_entropy(&model.forward_t(&x.f_add(&delta)?, false), &pseudo)?
+            .f_neg()?
+            .f_add(
+                &delta
+                    .f_square()?
+                    .f_sum(Kind::Float)?
+                    .f_mul_scalar(cfg.reg)?,
+            )?;
+        let g = Tensor::f_run_backward(&[&loss], &[&delta], false, false)?;
+        tch::no_grad(|| -> Result<()> {
+            let step = g[0].f_mul_scalar(cfg.inner_lr)?;
+            let _ = delta.f_sub_(&step)?;
+            if let Some(r) = cfg.projection {
+                let norm = delta.f_norm()?.f_double_value(&[])?;
+                if norm > r {
+                    let _ = delta.f_mul_scalar_(r / norm)?;
+                }
+            }
+            Ok(())
+        })?;
+        i += k;
+    }
+    Ok(delta.f_detach()?)
+}
+
+/// Sets the gradients of `params` to `grads` and takes one optimizer step.
+fn apply_gradient(
+    opt: &mut tch::nn::Optimizer,
+    params: &[Tensor],
+    grads: &TensorList,
+) -> Result<()> {
+    let mut surrogate = Tensor::f_zeros([], (Kind::Float, params[0].device()))?;
+    for (p, g) in params.iter().zip(grads.tensors()) {
+        surrogate = surrogate.f_add(&p.f_mul(&g.f_detach()?)?.f_sum(Kind::Float)?)?;
+    }
+    opt.zero_grad();
+    surrogate.f_backward()?;
+    opt.step();
+    Ok(())
+}
+
+/// Unlearns `model` on the clean set with `cfg`. With `eval = Some((split, attack))`, ACC/ASR
+/// are measured after every round (reporting only — nothing is tuned on it).
+///
+/// # Errors
+/// [`Error::Config`] for an invalid config; libtorch errors; the core's error under
+/// [`FailurePolicy::Abort`].
+pub fn unlearn(
+    model: &Model,
+    clean: &Split,
+    cfg: &UnlearnConfig,
+    eval: Option<(&Split, &Attack)>,
+    observer: &mut dyn UnlearnObserver,
+) -> Result<Summary> {
+    cfg.validate()?;
+    if clean.is_empty() {
+        return Err(Error::Config("the clean set is empty".into()));
+    }
+    let device = model.vs.device();
+    let params = model.parameters();
+    let mut opt = Adam::default().build(&model.vs, cfg.outer_lr)?;
+    let n = clean.len();
+    let b = cfg.batch_size.min(n);
+    let first = clean.slice(0, b)?.to_device(device)?;
+    let core_params = cfg.core_params();
+    let mut summary = Summary::default();
+    let mut warm: Option<TensorList> = None;
+    tch::manual_seed(crate::attacks::derive_seed(cfg.seed, "unlearn"));
+    for round in 0..cfg.rounds {
+        let start = Instant::now();
+        let delta = match cfg.method {
+            Method::Ibau => perturbation(model, clean, cfg)?,
+            Method::FineTune => Tensor::f_zeros([1, 1, 28, 28], (Kind::Float, device))?,
+        };
+        let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
+        let mut i = 0;
+        while i < n {
+            let k = b.min(n - i);
+            let idx = perm.f_narrow(0, i as i64, k as i64)?;
+            i += k;
+            let x = clean.images.f_index_select(0, &idx)?.f_to_device(device)?;
+            let y = clean.labels.f_index_select(0, &idx)?.f_to_device(device)?;
+            let mut report = StepReport {
+                round,
+                step: summary.steps,
+                outer_loss: f64::NAN,
+                gradient_norm: f64::NAN,
+                solver: None,
+                solver_error: None,
+            };
+            let grads = match cfg.method {
+                Method::FineTune => {
+                    let og = outer_gradients(
+                        |_w, _l| cross_entropy(&model.forward_t(&x, false), &y),
+                        &[delta.shallow_clone()],
+                        &params,
+                    )?;
+                    report.outer_loss = og.value;
+                    Some(og.grad_lambda)
+                }
+                Method::Ibau => {
+                    let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
+                    let chosen = Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?
+                        .f_narrow(0, 0, n_pert as i64)?;
+                    let mask = Tensor::f_zeros([k as i64], (Kind::Float, Device::Cpu))?
+                        .f_index_fill(0, &chosen, 1.0)?
+                        .f_view([k as i64, 1, 1, 1])?
+                        .f_to_device(device)?;
+                    let outer = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+                        cross_entropy(&model.forward_t(&x.f_add(&mask.f_mul(&w[0])?)?, false), &y)
+                    };
+                    let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+                        let ce = cross_entropy(
+                            &model.forward_t(&first.images.f_add(&w[0])?, false),
+                            &first.labels,
+                        )?;
+                        Ok(ce
+                            .f_neg()?
+                            .f_add(&w[0].f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?)?)
+                    };
+                    let map = GradientDescentMap::new(
+                        inner,
+                        &[delta.shallow_clone()],
+                        &params,
+                        cfg.fp_alpha,
+                    )?;
+                    let og = outer_gradients(outer, &[delta.shallow_clone()], &params)?;
+                    report.outer_loss = og.value;
+                    let direct = og.grad_lambda.clone();
+                    let start_v = if cfg.warm_start { warm.as_ref() } else { None };
+                    match map.hypergradient(og, &core_params, start_v, &mut ()) {
+                        Ok(hg) => {
+                            summary.hvps += hg.info.operator_applications + 1;
+                            report.solver = Some(hg.info);
+                            warm = Some(hg.v);
+                            Some(hg.gradient)
+                        }
+                        Err(e) => {
+                            summary.hvps += map.applications();
+                            summary.solver_failures += 1;
+                            report.solver_error = Some(e.to_string());
+                            if summary.first_solver_error.is_none() {
+                                summary.first_solver_error = Some(e.to_string());
+                            }
+                            warm = None;
+                            match cfg.on_solver_failure {
+                                FailurePolicy::DirectGradient => Some(direct),
+                                FailurePolicy::Skip => None,
+                                FailurePolicy::Abort => return Err(e),
+                            }
+                        }
+                    }
+                }
+            };
+            match grads {
+                Some(g) => {
+                    report.gradient_norm = g.norm();
+                    apply_gradient(&mut opt, &params, &g)?;
+                }
+                None => summary.skipped += 1,
+            }
+            observer.on_step(&report);
+            summary.steps += 1;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        summary.round_seconds.push(seconds);
+        let metrics = match eval {
+            Some((split, attack)) => Some(evaluate(model, split, attack)?),
+            None => None,
+        };
+        observer.on_round(&RoundReport {
+            round,
+            delta_norm: delta.f_norm()?.f_double_value(&[])?,
+            seconds,
+            metrics,
+        });
+    }
+    Ok(summary)
+}
