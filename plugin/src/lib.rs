@@ -11,6 +11,7 @@
 
 pub mod autograd;
 pub mod error;
+pub mod mlflow;
 pub mod model_io;
 pub mod tensor_vec;
 
