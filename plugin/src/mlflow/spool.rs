@@ -134,7 +134,7 @@ pub struct SyncReport {
     pub reconciled: usize,
     /// Records still waiting (0 after a complete sync).
     pub pending: usize,
-    /// Whether the run's terminal status reached the server.
+    /// Whether the run's terminal status reached the server (for [`sync_dir`]: some run's).
     pub finished: bool,
 }
 
@@ -551,6 +551,7 @@ pub fn sync_dir(dir: &Path, client: &Client) -> Result<SyncReport> {
                 total.already_present += r.already_present;
                 total.reconciled += r.reconciled;
                 total.pending += r.pending;
+                total.finished |= r.finished;
             }
             Err(e) => {
                 first_err.get_or_insert(e);
