@@ -161,7 +161,7 @@ fn serve(mut client: TcpStream, upstream: u16, n: usize, batches: &mut usize, st
     let burst = (3..=5).contains(&(n % 10));
     let drop_answer = if req.starts_with(b"POST /api/2.0/mlflow/runs/log-batch ") {
         *batches += usize::from(!burst);
-        !burst && *batches % 3 == 0
+        !burst && batches.is_multiple_of(3)
     } else {
         n % 5 == 1
     };
@@ -233,7 +233,6 @@ fn flaky_proxy_loses_and_duplicates_nothing() {
     )
     .unwrap();
     let params = [("lr", "0.01".to_owned()), ("k", "5".to_owned())];
-    let mut run = None;
     // Run creation can itself meet a dropped answer; the tracker then finds the run by its
     // spool tag at the next sync, so a few records may go before it has an id.
     let mut tracker = Tracker::start_with(
@@ -269,7 +268,6 @@ fn flaky_proxy_loses_and_duplicates_nothing() {
         .unwrap();
     assert_eq!(runs.len(), 1, "exactly one run despite dropped answers");
     let run_id = runs[0].info.run_id.clone();
-    run.get_or_insert(run_id.clone());
     let (found_n, distinct) = found(&direct, &run_id);
     let got = direct.get_run(&run_id).unwrap();
     eprintln!(

@@ -471,10 +471,8 @@ impl Client {
 
     /// `GET /health`: whether the server answers `OK` (one attempt, no retry).
     pub fn health(&self) -> bool {
-        matches!(
-            self.attempt("GET", &format!("{}/health", self.base), &Body::None),
-            Ok(_)
-        )
+        self.attempt("GET", &format!("{}/health", self.base), &Body::None)
+            .is_ok()
     }
 
     /// The experiment called `name`, if it exists.
@@ -878,9 +876,7 @@ fn classify(e: ureq::Error) -> Failure {
         {
             Failure::NotSent(msg)
         }
-        E::Timeout(t) if matches!(t, ureq::Timeout::Resolve | ureq::Timeout::Connect) => {
-            Failure::NotSent(msg)
-        }
+        E::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => Failure::NotSent(msg),
         _ => Failure::Unknown(msg),
     }
 }

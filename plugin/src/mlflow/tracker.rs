@@ -96,6 +96,17 @@ pub struct Tracker {
     pause: Duration,
     stats: TrackerStats,
     last_error: Option<String>,
+    ended: bool,
+}
+
+impl Drop for Tracker {
+    /// A tracker dropped without [`Tracker::finish`] (an early return, a panic) records the
+    /// run as `KILLED` in its spool, without network traffic; [`super::sync`] sends it.
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.spool.finish(RunStatus::Killed, now_ms());
+        }
+    }
 }
 
 impl Tracker {
@@ -221,6 +232,7 @@ impl Tracker {
             pause: Duration::ZERO,
             stats: TrackerStats::default(),
             last_error: None,
+            ended: false,
         };
         t.pause = t.config.offline_pause;
         t.log_params(params)?;
@@ -443,6 +455,7 @@ impl Tracker {
     /// [`SyncReport`]'s spool and will be replayed); a rejected record.
     pub fn finish(mut self, status: RunStatus) -> Result<SyncReport> {
         self.spool.finish(status, now_ms())?;
+        self.ended = true;
         if let Backend::Embedded(Some(server), _) = &mut self.backend {
             server.wait_healthy(self.config.embedded_start_timeout)?;
         }
