@@ -144,6 +144,18 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// `uri` with a password in its user-info (`http://user:secret@host`) replaced.
+fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
 /// Percent-encodes one path segment (RFC 3986 unreserved characters pass).
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -235,7 +247,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("base", &redact_uri(&self.base))
             .field("auth", &self.auth)
             .field("retry", &self.retry)
             .finish()
@@ -939,6 +951,12 @@ mod tests {
             assert!(text.contains("redacted"), "{text}");
         }
         assert!(format!("{client:?}").contains("ann"));
+        let with_userinfo = Client::new("https://ann:hunter2@mlflow.example/x").unwrap();
+        let text = format!("{with_userinfo:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("mlflow.example/x"),
+            "{text}"
+        );
     }
 
     #[test]

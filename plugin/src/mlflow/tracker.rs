@@ -370,8 +370,11 @@ impl Tracker {
                 "bad artifact path {artifact_path:?}"
             )));
         }
-        // Direct upload when the run exists and the server is not known to be away, and no
-        // earlier record waits (keeps the spool's order meaningful).
+        // Direct upload (no copy) when the run exists, the server is not known to be away and
+        // no earlier record waits after a flush (keeps the spool's order meaningful).
+        if self.spool.pending() > 0 {
+            self.try_sync(false);
+        }
         if let Some(uri) = self.spool.artifact_uri().map(str::to_owned) {
             if self.spool.pending() == 0 && Instant::now() >= self.next_try {
                 match self.client().upload_artifact(&uri, artifact_path, local) {
