@@ -55,6 +55,36 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The MLflow server refused a request (4xx, or 5xx once retries are spent), with the
+    /// server's `error_code` and `message`.
+    #[error("MLflow {endpoint}: HTTP {status} {error_code}: {message}")]
+    MlflowApi {
+        /// The REST endpoint, e.g. `runs/log-batch`.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// MLflow's `error_code`, e.g. `INVALID_PARAMETER_VALUE`.
+        error_code: String,
+        /// MLflow's `message`.
+        message: String,
+    },
+    /// The MLflow server could not be reached, or kept failing, after bounded retries.
+    #[error("MLflow {endpoint}: unreachable after {attempts} attempts: {message}")]
+    MlflowUnreachable {
+        /// The REST endpoint.
+        endpoint: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last transport error or status.
+        message: String,
+    },
+    /// A tracking input MLflow would reject (key too long, bad URI, artifact path escaping
+    /// the run, an unreadable spool).
+    #[error("MLflow: {0}")]
+    MlflowInvalid(String),
+    /// The local `mlflow server` could not be started or did not become healthy.
+    #[error("mlflow server: {0}")]
+    MlflowServer(String),
 }
 
 /// Result with the plugin's [`Error`].

@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod ibau;
+pub mod mlflow;
 pub mod model_io;
 pub mod models;
 pub mod tensor_vec;
