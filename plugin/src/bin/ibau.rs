@@ -12,6 +12,7 @@ use ibau_plugin::attacks::{Attack, AttackKind};
 use ibau_plugin::config::{ExperimentConfig, Preset};
 use ibau_plugin::data::{self, Data, DatasetName};
 use ibau_plugin::ibau::{self as ibau_loop, Method, RoundReport, StepReport, UnlearnObserver};
+use ibau_plugin::mlflow::{RunStatus, Tracker, TrackerConfig};
 use ibau_plugin::models::{Arch, Model};
 use ibau_plugin::train::{self, Metrics, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,6 +41,10 @@ struct Cli {
     /// Data folder (default: the workspace's data/, filled by scripts/setup).
     #[arg(long, global = true)]
     data: Option<PathBuf>,
+    /// Do not record runs in MLflow (by default: $MLFLOW_TRACKING_URI, else the embedded
+    /// store in ./mlflow.db and ./mlruns).
+    #[arg(long, global = true)]
+    no_track: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -233,16 +238,59 @@ fn train_poisoned(
     Ok((model, k))
 }
 
-struct Progress {
+struct Progress<'t> {
     pb: ProgressBar,
     failures: usize,
+    tracker: Option<&'t mut Tracker>,
 }
 
-impl UnlearnObserver for Progress {
+/// A tracking failure never stops unlearning: it is reported once and tracking goes on spooled.
+fn track(r: ibau_plugin::Result<()>, warned: &mut bool) {
+    if let Err(e) = r {
+        if !*warned {
+            eprintln!("warning: MLflow tracking: {e} (records stay in the spool; `ibau` goes on)");
+            *warned = true;
+        }
+    }
+}
+
+impl UnlearnObserver for Progress<'_> {
     fn on_step(&mut self, r: &StepReport) {
         self.pb.inc(1);
         if r.solver_error.is_some() {
             self.failures += 1;
+        }
+        if let Some(t) = self.tracker.as_deref_mut() {
+            let step = r.step as i64;
+            let mut m: Vec<(&str, f64)> = vec![
+                ("outer_loss", r.outer_loss),
+                ("gradient_norm", r.gradient_norm),
+                (
+                    "solver_failed",
+                    if r.solver_error.is_some() { 1.0 } else { 0.0 },
+                ),
+            ];
+            if let Some(info) = &r.solver {
+                m.push(("solver_iterations", info.iterations as f64));
+                m.push(("solver_residual", info.residual));
+                m.push(("solver_hvps", info.operator_applications as f64));
+                m.push((
+                    "solver_converged",
+                    if info.termination == ibau_plugin::core::Termination::Converged {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                ));
+                if let Some(b) = info.error_bound {
+                    m.push(("solver_error_bound", b.value));
+                }
+            }
+            let mut warned = true;
+            track(t.log_metrics(&m, step), &mut warned);
+            if let Some(e) = &r.solver_error {
+                track(t.set_tag("last_solver_error", e), &mut warned);
+            }
         }
         if let Some(info) = &r.solver {
             self.pb.set_message(format!(
@@ -257,6 +305,16 @@ impl UnlearnObserver for Progress {
         }
     }
     fn on_round(&mut self, r: &RoundReport) {
+        if let Some(t) = self.tracker.as_deref_mut() {
+            let mut m: Vec<(&str, f64)> =
+                vec![("delta_norm", r.delta_norm), ("round_seconds", r.seconds)];
+            if let Some(x) = r.metrics {
+                m.push(("acc", x.acc));
+                m.push(("asr", x.asr));
+            }
+            let mut warned = true;
+            track(t.log_metrics(&m, r.round as i64 + 1), &mut warned);
+        }
         if let Some(m) = r.metrics {
             self.pb.println(format!(
                 "  round {}: ACC {:.2} %, ASR {:.2} %, ‖δ‖ {:.2}, {:.1} s",
@@ -268,6 +326,132 @@ impl UnlearnObserver for Progress {
             ));
         }
     }
+}
+
+/// Flattened `key = value` params of a configuration (nested tables as `table.key`).
+fn params_of(c: &ExperimentConfig) -> Vec<(String, String)> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(text) = c.to_toml() {
+        if let Ok(v) = text.parse::<toml::Value>() {
+            walk("", &v, &mut out);
+        }
+    }
+    let u = c.unlearn_config();
+    if c.unlearn.is_none() {
+        if let Ok(v) = toml::Value::try_from(&u) {
+            walk("unlearn", &v, &mut out);
+        }
+    }
+    out
+}
+
+/// Starts an MLflow run, or explains why tracking is off; never fails the command.
+fn start_tracker(
+    cli: &Cli,
+    run_name: &str,
+    c: &ExperimentConfig,
+    attack: &Attack,
+) -> Option<Tracker> {
+    if cli.no_track {
+        return None;
+    }
+    let mut params = params_of(c);
+    params.push(("attack.trigger".into(), attack.describe()));
+    let refs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let config = TrackerConfig {
+        experiment: "ibau".into(),
+        run_name: run_name.into(),
+        ..Default::default()
+    };
+    match Tracker::start(config, &refs) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: MLflow tracking is off for this run: {e}");
+            None
+        }
+    }
+}
+
+/// Logs the final metrics and artifacts and closes the run.
+fn finish_tracker(
+    mut t: Tracker,
+    before: Metrics,
+    out: &Outcome,
+    c: &ExperimentConfig,
+    model: &Model,
+    attack: &Attack,
+    status: RunStatus,
+) {
+    let mut warned = false;
+    let metrics = [
+        ("acc_before", before.acc),
+        ("asr_before", before.asr),
+        ("acc_after", out.after.acc),
+        ("asr_after", out.after.asr),
+        ("seconds", out.seconds),
+        ("solver_failures", out.summary.solver_failures as f64),
+        ("hvps", out.summary.hvps as f64),
+    ];
+    track(
+        t.log_metrics(&metrics, out.summary.steps as i64),
+        &mut warned,
+    );
+    let dir = std::env::temp_dir().join(format!("ibau-artifacts-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        if let Ok(text) = c.to_toml() {
+            let p = dir.join("config.toml");
+            if std::fs::write(&p, text).is_ok() {
+                track(t.log_artifact(&p, "config.toml"), &mut warned);
+            }
+        }
+        let p = dir.join("model.safetensors");
+        if model.save(&p).is_ok() {
+            track(t.log_artifact(&p, "model/model.safetensors"), &mut warned);
+        }
+        if let Ok(img) = attack.trigger_image() {
+            let p = dir.join("trigger.pgm");
+            if write_pgm(&p, &img).is_ok() {
+                track(t.log_artifact(&p, "trigger.pgm"), &mut warned);
+            }
+        }
+    }
+    match t.finish(status) {
+        Ok(report) if report.pending == 0 => {}
+        Ok(report) => eprintln!(
+            "MLflow: {} records still spooled; run `ibau sync` later",
+            report.pending
+        ),
+        Err(e) => eprintln!("warning: MLflow: {e}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Writes a `[1, 28, 28]` image in `[0, 1]` as a binary PGM (viewable everywhere, no codec).
+fn write_pgm(path: &Path, img: &tch::Tensor) -> Result<()> {
+    let px: Vec<f32> = Vec::<f32>::try_from(img.flatten(0, -1).to_kind(tch::Kind::Float))?;
+    let mut bytes = b"P5\n28 28\n255\n".to_vec();
+    bytes.extend(px.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
+    std::fs::write(path, bytes)?;
+    Ok(())
 }
 
 fn copy_model(m: &Model, device: Device) -> Result<Model> {
@@ -288,6 +472,7 @@ fn run_unlearning(
     d: &Data,
     attack: &Attack,
     verbose: bool,
+    tracker: Option<&mut Tracker>,
 ) -> Result<Outcome> {
     let u = c.unlearn_config();
     let clean = d.clean_pool.slice(0, c.clean_size)?;
@@ -301,9 +486,10 @@ fn run_unlearning(
             },
         ),
         failures: 0,
+        tracker,
     };
     let start = Instant::now();
-    let eval = if verbose {
+    let eval = if verbose || obs.tracker.is_some() {
         Some((&d.eval, attack))
     } else {
         None
@@ -370,8 +556,21 @@ fn run(cli: &Cli) -> Result<()> {
             let mut m = Model::new(c.arch, device);
             m.load(model)?;
             let before = train::evaluate(&m, &d.eval, &attack)?;
-            let r = run_unlearning(&c, &m, &d, &attack, true)?;
+            let mut tracker = start_tracker(cli, "unlearn", &c, &attack);
+            let r = run_unlearning(&c, &m, &d, &attack, true, tracker.as_mut());
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(t) = tracker {
+                        let _ = t.finish(RunStatus::Failed);
+                    }
+                    return Err(e);
+                }
+            };
             m.save(out)?;
+            if let Some(t) = tracker {
+                finish_tracker(t, before, &r, &c, &m, &attack, RunStatus::Finished);
+            }
             println!(
                 "{:<10} {:>9} {:>9}\n{:<10} {:>9} {:>9}\n{:<10} {:>9} {:>9}",
                 "",
@@ -446,6 +645,7 @@ fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     let mut rows = vec![("poisoned model".to_string(), before, 0.0, 0usize)];
+    let mut tracked = false;
     for method in [Method::Ibau, Method::FineTune] {
         let mut cm = c.clone();
         cm.method = method;
@@ -453,11 +653,16 @@ fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
             u.method = method;
         }
         let m = copy_model(&model, device)?;
-        let r = run_unlearning(&cm, &m, &d, &attack, false)?;
         let name = match method {
             Method::Ibau => "I-BAU",
             Method::FineTune => "fine-tune only",
         };
+        let mut tracker = start_tracker(cli, &format!("demo {name}"), &cm, &attack);
+        let r = run_unlearning(&cm, &m, &d, &attack, false, tracker.as_mut())?;
+        if let Some(t) = tracker {
+            finish_tracker(t, before, &r, &cm, &m, &attack, RunStatus::Finished);
+            tracked = true;
+        }
         rows.push((
             name.to_string(),
             r.after,
@@ -491,6 +696,9 @@ fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
         "\nASR counts only evaluation images whose true label is not the target. Total {:.0} s.",
         start.elapsed().as_secs_f64()
     );
+    if tracked {
+        println!("Runs recorded in MLflow (experiment \"ibau\"). Without MLFLOW_TRACKING_URI they are in ./mlflow.db and ./mlruns:\n  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlruns");
+    }
     std::io::stdout().flush().ok();
     Ok(())
 }
@@ -556,7 +764,7 @@ fn sweep(
                             o2.method = Some(method);
                             let c2 = config(cli, &o2)?;
                             let m = copy_model(&model, device)?;
-                            let r = run_unlearning(&c2, &m, &d, &attack, false)?;
+                            let r = run_unlearning(&c2, &m, &d, &attack, false, None)?;
                             let u = c2.unlearn_config();
                             let line = format!(
                                 "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}}}",
