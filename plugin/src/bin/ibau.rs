@@ -128,6 +128,14 @@ enum Command {
         #[command(flatten)]
         o: Overrides,
     },
+    /// List the recorded MLflow runs of experiment "ibau" (newest first).
+    Runs {
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        max: usize,
+    },
+    /// Send spooled MLflow records (from runs that could not reach the server) now.
+    Sync,
     /// Run a grid of experiments, append one JSON line per run, print the mean ± sd table.
     Sweep {
         /// Data sets (comma-separated).
@@ -596,6 +604,8 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
         Command::Demo { o } => demo(cli, o, device)?,
+        Command::Runs { max } => runs(*max)?,
+        Command::Sync => sync()?,
         Command::Sweep {
             datasets,
             attacks,
@@ -618,6 +628,74 @@ fn run(cli: &Cli) -> Result<()> {
             models,
         )?,
     }
+    Ok(())
+}
+
+/// The tracking server to read from: `$MLFLOW_TRACKING_URI`, else the embedded store in the
+/// current directory (started for the command, stopped at the end).
+fn tracking_client() -> Result<(
+    ibau_plugin::mlflow::client::Client,
+    Option<ibau_plugin::mlflow::server::LocalServer>,
+)> {
+    use ibau_plugin::mlflow::{client::Client, server};
+    if let Some(c) = Client::from_env()? {
+        return Ok((c, None));
+    }
+    let root =
+        std::env::var_os("IBAU_MLFLOW_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if !root.join("mlflow.db").exists() {
+        bail!(
+            "no MLFLOW_TRACKING_URI and no embedded store ({}) here",
+            root.join("mlflow.db").display()
+        );
+    }
+    eprintln!(
+        "starting the embedded MLflow server over {} …",
+        root.join("mlflow.db").display()
+    );
+    let srv = server::LocalServer::start(
+        &server::find_mlflow()?,
+        &root,
+        std::time::Duration::from_secs(180),
+    )?;
+    Ok((srv.client()?, Some(srv)))
+}
+
+fn runs(max: usize) -> Result<()> {
+    let (client, _server) = tracking_client()?;
+    let rows = ibau_plugin::mlflow::list_runs(&client, "ibau", max)?;
+    if rows.is_empty() {
+        println!("no runs in experiment \"ibau\"");
+    }
+    for r in rows {
+        let get = |k: &str| {
+            r.metrics
+                .get(k)
+                .map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v))
+        };
+        println!(
+            "{}  {:<22} {:<9?} ACC {} → {}  ASR {} → {}",
+            r.run_id,
+            r.run_name,
+            r.status,
+            get("acc_before"),
+            get("acc_after"),
+            get("asr_before"),
+            get("asr_after")
+        );
+    }
+    Ok(())
+}
+
+fn sync() -> Result<()> {
+    let (client, _server) = tracking_client()?;
+    let root =
+        std::env::var_os("IBAU_MLFLOW_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let report = ibau_plugin::mlflow::sync(&client, &root.join("mlruns/.spool"))?;
+    println!(
+        "sent {} records, {} already on the server, {} still pending",
+        report.sent, report.already_present, report.pending
+    );
     Ok(())
 }
 
