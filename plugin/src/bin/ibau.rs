@@ -631,6 +631,13 @@ fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// Where the embedded store lives: `$IBAU_MLFLOW_ROOT`, else the current directory.
+fn mlflow_root() -> PathBuf {
+    std::env::var_os("IBAU_MLFLOW_ROOT")
+        .filter(|r| !r.is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
 /// The tracking server to read from: `$MLFLOW_TRACKING_URI`, else the embedded store in the
 /// current directory (started for the command, stopped at the end).
 fn tracking_client() -> Result<(
@@ -641,8 +648,7 @@ fn tracking_client() -> Result<(
     if let Some(c) = Client::from_env()? {
         return Ok((c, None));
     }
-    let root =
-        std::env::var_os("IBAU_MLFLOW_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let root = mlflow_root();
     if !root.join("mlflow.db").exists() {
         bail!(
             "no MLFLOW_TRACKING_URI and no embedded store ({}) here",
@@ -689,8 +695,7 @@ fn runs(max: usize) -> Result<()> {
 
 fn sync() -> Result<()> {
     let (client, _server) = tracking_client()?;
-    let root =
-        std::env::var_os("IBAU_MLFLOW_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let root = mlflow_root();
     let report = ibau_plugin::mlflow::sync(&client, &root.join("mlruns/.spool"))?;
     println!(
         "sent {} records, {} already on the server, {} still pending",
