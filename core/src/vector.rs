@@ -79,11 +79,12 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// Overflow- and underflow-safe Euclidean norm of values given as `f64`.
+/// Overflow- and underflow-safe Euclidean norm of values given as `f64` (NaN if one is NaN,
+/// +Inf if one is infinite). Backends use it to combine per-part norms.
 ///
 /// Fast path: the plain sum of squares. Only when it overflows or may have underflowed does it
 /// rescale by the largest magnitude (as LAPACK's `dnrm2` does throughout).
-pub(crate) fn safe_norm<I>(values: I) -> f64
+pub fn safe_norm<I>(values: I) -> f64
 where
     I: Iterator<Item = f64> + Clone,
 {

@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 
-use ibau_core::{Hypergradient, Observer, Operator, Vector};
+use ibau_core::{Hypergradient, Observer, Operator};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -285,10 +285,4 @@ where
         grad_w: detach(grads)?,
         grad_lambda: detach(grad_lambda)?,
     })
-}
-
-/// Checks that a [`TensorList`] is finite; a convenience for callers that build their own
-/// gradients.
-pub fn is_finite(v: &TensorList) -> bool {
-    v.is_finite()
 }

@@ -235,23 +235,8 @@ impl Vector for TensorList {
             .iter()
             .map(|t| expect(tensor_norm(t), "norm"))
             .collect();
-        // Combine per-tensor norms with the same overflow-safe rule.
-        let sumsq: f64 = norms.iter().map(|n| n * n).sum();
-        if sumsq.is_nan() {
-            return f64::NAN;
-        }
-        if sumsq.is_finite() && sumsq >= f64::MIN_POSITIVE / f64::EPSILON {
-            return sumsq.sqrt();
-        }
-        let max = norms.iter().fold(0.0f64, |m, n| m.max(*n));
-        if max == 0.0 || max.is_infinite() {
-            return max;
-        }
-        max * norms
-            .iter()
-            .map(|n| (n / max) * (n / max))
-            .sum::<f64>()
-            .sqrt()
+        // Combine the per-tensor norms with the core's overflow-safe rule.
+        ibau_core::vector::safe_norm(norms.iter().copied())
     }
 
     fn axpy(&mut self, alpha: f64, x: &Self) {
