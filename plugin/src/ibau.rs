@@ -227,7 +227,13 @@ pub struct StepReport {
     pub solver: Option<Info>,
     /// The linear solve's error (I-BAU, when it failed).
     pub solver_error: Option<String>,
+    /// ACC/ASR after the step on the first [`STEP_EVAL_SAMPLES`] images of the evaluation
+    /// split, when the observer asked for them ([`UnlearnObserver::evaluate_after_step`]).
+    pub metrics: Option<Metrics>,
 }
+
+/// Images of the evaluation split used for per-step ACC/ASR (the per-round numbers use all).
+pub const STEP_EVAL_SAMPLES: usize = 1000;
 
 /// What one round did.
 #[derive(Debug, Clone)]
@@ -248,6 +254,11 @@ pub trait UnlearnObserver {
     fn on_step(&mut self, _report: &StepReport) {}
     /// After every round.
     fn on_round(&mut self, _report: &RoundReport) {}
+    /// Whether to measure ACC/ASR after outer step `step` (0-based, over the run); needs an
+    /// evaluation set. Reporting only: nothing is tuned on it.
+    fn evaluate_after_step(&self, _step: usize) -> bool {
+        false
+    }
 }
 
 impl UnlearnObserver for () {}
@@ -355,6 +366,12 @@ pub fn unlearn(
     let core_params = cfg.core_params();
     let mut summary = Summary::default();
     let mut warm: Option<TensorList> = None;
+    let step_eval = match eval {
+        Some((split, attack)) => {
+            Some((split.slice(0, STEP_EVAL_SAMPLES.min(split.len()))?, attack))
+        }
+        None => None,
+    };
     tch::manual_seed(crate::attacks::derive_seed(cfg.seed, "unlearn"));
     for round in 0..cfg.rounds {
         let start = Instant::now();
@@ -377,6 +394,7 @@ pub fn unlearn(
                 gradient_norm: f64::NAN,
                 solver: None,
                 solver_error: None,
+                metrics: None,
             };
             let grads = match cfg.method {
                 Method::FineTune => {
@@ -448,6 +466,9 @@ pub fn unlearn(
                     apply_gradient(&mut opt, &params, &g)?;
                 }
                 None => summary.skipped += 1,
+            }
+            if let (Some(e), true) = (&step_eval, observer.evaluate_after_step(summary.steps)) {
+                report.metrics = Some(evaluate(model, &e.0, e.1)?);
             }
             observer.on_step(&report);
             summary.steps += 1;

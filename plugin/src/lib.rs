@@ -18,6 +18,7 @@ pub mod ibau;
 pub mod mlflow;
 pub mod model_io;
 pub mod models;
+pub mod plots;
 pub mod tensor_vec;
 pub mod train;
 

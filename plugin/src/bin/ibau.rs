@@ -14,6 +14,7 @@ use ibau_plugin::data::{self, Data, DatasetName};
 use ibau_plugin::ibau::{self as ibau_loop, Method, RoundReport, StepReport, UnlearnObserver};
 use ibau_plugin::mlflow::{RunStatus, Tracker, TrackerConfig};
 use ibau_plugin::models::{Arch, Model};
+use ibau_plugin::plots::{self, CurvePoint};
 use ibau_plugin::train::{self, Metrics, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
@@ -45,6 +46,10 @@ struct Cli {
     /// store in ./mlflow.db and ./mlruns).
     #[arg(long, global = true)]
     no_track: bool,
+    /// With tracking: ACC/ASR every N outer steps on the first 1000 evaluation images, logged
+    /// as `acc_step`/`asr_step` and plotted (0 = per round only).
+    #[arg(long, global = true, default_value_t = 10)]
+    eval_every: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -250,6 +255,16 @@ struct Progress<'t> {
     pb: ProgressBar,
     failures: usize,
     tracker: Option<&'t mut Tracker>,
+    eval_every: usize,
+    curves: Curves,
+}
+
+/// ACC/ASR as the run went: after each round (whole evaluation split) and after every
+/// `--eval-every` outer steps (its first 1000 images).
+#[derive(Default)]
+struct Curves {
+    rounds: Vec<CurvePoint>,
+    steps: Vec<CurvePoint>,
 }
 
 /// A tracking failure never stops unlearning: it is reported once and tracking goes on spooled.
@@ -263,8 +278,18 @@ fn track(r: ibau_plugin::Result<()>, warned: &mut bool) {
 }
 
 impl UnlearnObserver for Progress<'_> {
+    fn evaluate_after_step(&self, step: usize) -> bool {
+        self.tracker.is_some() && self.eval_every > 0 && (step + 1).is_multiple_of(self.eval_every)
+    }
     fn on_step(&mut self, r: &StepReport) {
         self.pb.inc(1);
+        if let Some(x) = r.metrics {
+            self.curves.steps.push(CurvePoint {
+                x: (r.step + 1) as f64,
+                acc: x.acc,
+                asr: x.asr,
+            });
+        }
         if r.solver_error.is_some() {
             self.failures += 1;
         }
@@ -278,6 +303,10 @@ impl UnlearnObserver for Progress<'_> {
                     if r.solver_error.is_some() { 1.0 } else { 0.0 },
                 ),
             ];
+            if let Some(x) = r.metrics {
+                m.push(("acc_step", x.acc));
+                m.push(("asr_step", x.asr));
+            }
             if let Some(info) = &r.solver {
                 m.push(("solver_iterations", info.iterations as f64));
                 m.push(("solver_residual", info.residual));
@@ -295,7 +324,7 @@ impl UnlearnObserver for Progress<'_> {
                 }
             }
             let mut warned = true;
-            track(t.log_metrics(&m, step), &mut warned);
+            track(t.log_metrics(&m, step + 1), &mut warned);
             if let Some(e) = &r.solver_error {
                 track(t.set_tag("last_solver_error", e), &mut warned);
             }
@@ -313,6 +342,13 @@ impl UnlearnObserver for Progress<'_> {
         }
     }
     fn on_round(&mut self, r: &RoundReport) {
+        if let Some(x) = r.metrics {
+            self.curves.rounds.push(CurvePoint {
+                x: (r.round + 1) as f64,
+                acc: x.acc,
+                asr: x.asr,
+            });
+        }
         if let Some(t) = self.tracker.as_deref_mut() {
             let mut m: Vec<(&str, f64)> =
                 vec![("delta_norm", r.delta_norm), ("round_seconds", r.seconds)];
@@ -356,8 +392,9 @@ fn params_of(c: &ExperimentConfig) -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     if let Ok(text) = c.to_toml() {
-        if let Ok(v) = text.parse::<toml::Value>() {
-            walk("", &v, &mut out);
+        // A document is a table (`toml::Value`'s `FromStr` parses a single value).
+        if let Ok(t) = text.parse::<toml::Table>() {
+            walk("", &toml::Value::Table(t), &mut out);
         }
     }
     let u = c.unlearn_config();
@@ -436,9 +473,33 @@ fn finish_tracker(
             track(t.log_artifact(&p, "model/model.safetensors"), &mut warned);
         }
         if let Ok(img) = attack.trigger_image() {
-            let p = dir.join("trigger.pgm");
-            if write_pgm(&p, &img).is_ok() {
-                track(t.log_artifact(&p, "trigger.pgm"), &mut warned);
+            let p = dir.join("trigger.png");
+            match plots::write_image_png(&p, &img, 8) {
+                Ok(()) => track(t.log_artifact(&p, "trigger.png"), &mut warned),
+                Err(e) => eprintln!("warning: trigger image: {e}"),
+            }
+        }
+        let before_pt = CurvePoint {
+            x: 0.0,
+            acc: before.acc,
+            asr: before.asr,
+        };
+        let title = format!("{} {:?} → {}", c.dataset.folder(), c.attack, c.target);
+        let mut rounds = vec![before_pt];
+        rounds.extend(&out.curves.rounds);
+        let p = dir.join("acc_asr_rounds.png");
+        match plots::write_acc_asr_plot(&p, &title, "round", &rounds) {
+            Ok(()) => track(t.log_artifact(&p, "plots/acc_asr_rounds.png"), &mut warned),
+            Err(e) => eprintln!("warning: plot: {e}"),
+        }
+        if !out.curves.steps.is_empty() {
+            let mut steps = vec![before_pt];
+            steps.extend(&out.curves.steps);
+            let p = dir.join("acc_asr_steps.png");
+            let title = format!("{title} (1000 evaluation images)");
+            match plots::write_acc_asr_plot(&p, &title, "outer step", &steps) {
+                Ok(()) => track(t.log_artifact(&p, "plots/acc_asr_steps.png"), &mut warned),
+                Err(e) => eprintln!("warning: plot: {e}"),
             }
         }
     }
@@ -453,15 +514,6 @@ fn finish_tracker(
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Writes a `[1, 28, 28]` image in `[0, 1]` as a binary PGM (viewable everywhere, no codec).
-fn write_pgm(path: &Path, img: &tch::Tensor) -> Result<()> {
-    let px: Vec<f32> = Vec::<f32>::try_from(img.flatten(0, -1).to_kind(tch::Kind::Float))?;
-    let mut bytes = b"P5\n28 28\n255\n".to_vec();
-    bytes.extend(px.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
-    std::fs::write(path, bytes)?;
-    Ok(())
-}
-
 fn copy_model(m: &Model, device: Device) -> Result<Model> {
     let mut out = Model::new(m.arch, device);
     out.vs.copy(&m.vs)?;
@@ -472,9 +524,11 @@ struct Outcome {
     after: Metrics,
     seconds: f64,
     summary: ibau_loop::Summary,
+    curves: Curves,
 }
 
 fn run_unlearning(
+    cli: &Cli,
     c: &ExperimentConfig,
     model: &Model,
     d: &Data,
@@ -495,6 +549,8 @@ fn run_unlearning(
         ),
         failures: 0,
         tracker,
+        eval_every: cli.eval_every,
+        curves: Curves::default(),
     };
     let start = Instant::now();
     let eval = if verbose || obs.tracker.is_some() {
@@ -509,6 +565,7 @@ fn run_unlearning(
         after,
         seconds: start.elapsed().as_secs_f64(),
         summary,
+        curves: obs.curves,
     })
 }
 
@@ -565,7 +622,7 @@ fn run(cli: &Cli) -> Result<()> {
             m.load(model)?;
             let before = train::evaluate(&m, &d.eval, &attack)?;
             let mut tracker = start_tracker(cli, "unlearn", &c, &attack);
-            let r = run_unlearning(&c, &m, &d, &attack, true, tracker.as_mut());
+            let r = run_unlearning(cli, &c, &m, &d, &attack, true, tracker.as_mut());
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -741,7 +798,7 @@ fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
             Method::FineTune => "fine-tune only",
         };
         let mut tracker = start_tracker(cli, &format!("demo {name}"), &cm, &attack);
-        let r = run_unlearning(&cm, &m, &d, &attack, false, tracker.as_mut())?;
+        let r = run_unlearning(cli, &cm, &m, &d, &attack, false, tracker.as_mut())?;
         if let Some(t) = tracker {
             finish_tracker(t, before, &r, &cm, &m, &attack, RunStatus::Finished);
             tracked = true;
@@ -847,7 +904,7 @@ fn sweep(
                             o2.method = Some(method);
                             let c2 = config(cli, &o2)?;
                             let m = copy_model(&model, device)?;
-                            let r = run_unlearning(&c2, &m, &d, &attack, false, None)?;
+                            let r = run_unlearning(cli, &c2, &m, &d, &attack, false, None)?;
                             let u = c2.unlearn_config();
                             let line = format!(
                                 "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}}}",

@@ -25,9 +25,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::responses::{
+    api_error, decode, CreateExperiment, GetExperiment, GetRun, ListArtifacts, MetricHistory,
+    SearchRuns,
+};
 use super::types::{
     chunk, Batch, Experiment, FileInfo, Metric, Param, Run, RunInfo, RunStatus, Tag,
 };
@@ -478,7 +481,7 @@ impl Client {
                     message: format!("outcome unknown, not resent: {}", f.message()),
                 })
             })?;
-        parse(endpoint, &bytes)
+        decode(endpoint, &bytes)
     }
 
     /// `GET /health`: whether the server answers `OK` (one attempt, no retry).
@@ -492,11 +495,7 @@ impl Client {
     /// # Errors
     /// [`Error::MlflowApi`] (other than not found) or [`Error::MlflowUnreachable`].
     pub fn get_experiment_by_name(&self, name: &str) -> Result<Option<Experiment>> {
-        #[derive(Deserialize)]
-        struct R {
-            experiment: Experiment,
-        }
-        match self.call::<R>(
+        match self.call::<GetExperiment>(
             "GET",
             "experiments/get-by-name",
             &[("experiment_name", name)],
@@ -518,11 +517,7 @@ impl Client {
         if let Some(e) = self.get_experiment_by_name(name)? {
             return Ok(e.experiment_id);
         }
-        #[derive(Deserialize)]
-        struct R {
-            experiment_id: String,
-        }
-        match self.call::<R>(
+        match self.call::<CreateExperiment>(
             "POST",
             "experiments/create",
             &[],
@@ -554,10 +549,6 @@ impl Client {
         start_time: i64,
         tags: &[Tag],
     ) -> Result<RunInfo> {
-        #[derive(Deserialize)]
-        struct R {
-            run: Run,
-        }
         let body = json!({
             "experiment_id": experiment_id,
             "run_name": run_name,
@@ -565,7 +556,7 @@ impl Client {
             "tags": tags,
         });
         Ok(self
-            .call_with::<R>("POST", "runs/create", &[], Some(&body), false)?
+            .call_with::<GetRun>("POST", "runs/create", &[], Some(&body), false)?
             .run
             .info)
     }
@@ -575,12 +566,8 @@ impl Client {
     /// # Errors
     /// [`Error::MlflowApi`] or [`Error::MlflowUnreachable`].
     pub fn get_run(&self, run_id: &str) -> Result<Run> {
-        #[derive(Deserialize)]
-        struct R {
-            run: Run,
-        }
         Ok(self
-            .call::<R>("GET", "runs/get", &[("run_id", run_id)], None)?
+            .call::<GetRun>("GET", "runs/get", &[("run_id", run_id)], None)?
             .run)
     }
 
@@ -699,13 +686,6 @@ impl Client {
     /// # Errors
     /// [`Error::MlflowApi`] or [`Error::MlflowUnreachable`].
     pub fn get_metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(default)]
-            metrics: Vec<Metric>,
-            #[serde(default)]
-            next_page_token: Option<String>,
-        }
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         // Bounded: 10 000 pages of 25 000 values.
@@ -718,7 +698,7 @@ impl Client {
             if let Some(t) = &token {
                 q.push(("page_token", t));
             }
-            let r: R = self.call("GET", "metrics/get-history", &q, None)?;
+            let r: MetricHistory = self.call("GET", "metrics/get-history", &q, None)?;
             out.extend(r.metrics);
             match r.next_page_token.filter(|t| !t.is_empty()) {
                 Some(t) => token = Some(t),
@@ -741,13 +721,6 @@ impl Client {
         filter: &str,
         max: usize,
     ) -> Result<Vec<Run>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(default)]
-            runs: Vec<Run>,
-            #[serde(default)]
-            next_page_token: Option<String>,
-        }
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         while out.len() < max {
@@ -760,7 +733,7 @@ impl Client {
             if let Some(t) = &token {
                 body["page_token"] = json!(t);
             }
-            let r: R = self.call("POST", "runs/search", &[], Some(&body))?;
+            let r: SearchRuns = self.call("POST", "runs/search", &[], Some(&body))?;
             let got = r.runs.len();
             out.extend(r.runs);
             match r.next_page_token.filter(|t| !t.is_empty()) {
@@ -776,16 +749,13 @@ impl Client {
     /// # Errors
     /// [`Error::MlflowApi`] or [`Error::MlflowUnreachable`].
     pub fn list_artifacts(&self, run_id: &str, path: &str) -> Result<Vec<FileInfo>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(default)]
-            files: Vec<FileInfo>,
-        }
         let mut q = vec![("run_id", run_id)];
         if !path.is_empty() {
             q.push(("path", path));
         }
-        Ok(self.call::<R>("GET", "artifacts/list", &q, None)?.files)
+        Ok(self
+            .call::<ListArtifacts>("GET", "artifacts/list", &q, None)?
+            .files)
     }
 
     /// Every file (not directory) under a run's artifact root, depth first, bounded to 10 000
@@ -891,35 +861,6 @@ fn classify(e: ureq::Error) -> Failure {
         E::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => Failure::NotSent(msg),
         _ => Failure::Unknown(msg),
     }
-}
-
-fn api_error(endpoint: &str, status: u16, body: &str) -> Error {
-    #[derive(Deserialize)]
-    struct E {
-        #[serde(default)]
-        error_code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let (error_code, message) = match serde_json::from_str::<E>(body) {
-        Ok(e) => (e.error_code, e.message),
-        Err(_) => (String::new(), body.chars().take(500).collect()),
-    };
-    Error::MlflowApi {
-        endpoint: endpoint.to_owned(),
-        status,
-        error_code,
-        message,
-    }
-}
-
-fn parse<T: DeserializeOwned>(endpoint: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Error::MlflowInvalid(format!(
-            "{endpoint}: unexpected answer ({e}): {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-        ))
-    })
 }
 
 #[cfg(test)]

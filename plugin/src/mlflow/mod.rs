@@ -10,7 +10,7 @@
 //!   and [`SolverLog`], the core's [`Observer`](ibau_core::Observer) for solver residuals.
 //! * [`spool`] — the write-ahead log of each run and [`sync`], which replays it.
 //! * [`server`] — [`LocalServer`]: `mlflow server` on a free loopback port with a sqlite store.
-//! * [`types`] — the REST entities and the batch limits.
+//! * [`types`] — the REST entities and the batch limits; [`responses`] — the answers' bodies.
 //!
 //! Without `MLFLOW_TRACKING_URI`, [`Tracker::start`] uses the embedded store: it starts a
 //! local server over `./mlflow.db` and `./mlruns` for the duration of the run; afterwards
@@ -18,6 +18,7 @@
 //! shows the runs (README, "Experiment tracking").
 
 pub mod client;
+pub mod responses;
 pub mod server;
 pub mod spool;
 pub mod tracker;
