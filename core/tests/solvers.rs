@@ -328,3 +328,29 @@ fn cg_past_convergence_with_zero_tolerance_stays_ok() {
         assert!(info.residual.is_finite());
     }
 }
+
+/// Found by the `solvers` fuzz target (fuzz/regressions/solvers/crash-9370…): with
+/// b = x₀ = f64::MAX and no residual verification, the recursive residual stayed finite while
+/// the iterate overflowed, and CG returned `Ok` with an infinite iterate.
+#[test]
+fn cg_never_returns_an_overflowed_iterate() {
+    let mut x = array![f64::MAX];
+    let r = cg::solve(
+        &mut DenseOperator::new(array![[0.65625]]),
+        &array![f64::MAX],
+        &mut x,
+        &cg::Params {
+            max_iter: 99,
+            rel_tol: 0.0,
+            verify_residual: false,
+            max_restarts: 0,
+            require_convergence: false,
+            ..Default::default()
+        },
+        &mut (),
+    );
+    assert!(
+        matches!(r, Err(Error::NonFinite { .. })),
+        "{r:?} with iterate {x:?}"
+    );
+}

@@ -221,6 +221,9 @@ pub fn solvers(data: &[u8]) {
     };
     let n = 1 + usize::from(input.dim) % MAX_DIM;
     let m = shaped(matrix(&input.matrix, n, n), input.shape);
+    if std::env::var_os("IBAU_FUZZ_DEBUG").is_some() {
+        eprintln!("{input:#?}\nmatrix {m:?}");
+    }
     let b = vector(&input.rhs, n);
     let mut x = vector(&input.x0, n);
     let mut op = Op {

@@ -245,6 +245,13 @@ where
         }
     }
 
+    // The recursive residual can stay finite while the iterate overflows (found by the
+    // `solvers` fuzz target: b = x₀ = f64::MAX, no verification); never return it as a result.
+    if !x.is_finite() {
+        return Err(Error::NonFinite {
+            at: Location::Iterate { iteration: k },
+        });
+    }
     let spectrum = lanczos::ritz_extremes(&alphas, &betas);
     let error_bound = match (params.lambda_min, spectrum) {
         (Some(l), _) if verified => Some(Bound::certified(r_norm / l)),
