@@ -656,6 +656,16 @@ fn run(cli: &Cli) -> Result<()> {
                 r.summary.hvps,
                 out.display()
             );
+            let per_round: Vec<String> = r
+                .summary
+                .round_seconds
+                .iter()
+                .map(|t| format!("{t:.3}"))
+                .collect();
+            println!(
+                "round seconds (without evaluation): {}",
+                per_round.join(" ")
+            );
             if let Some(e) = &r.summary.first_solver_error {
                 println!("first solver failure (handled by the failure policy): {e}");
             }

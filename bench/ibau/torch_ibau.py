@@ -1,0 +1,176 @@
+"""The I-BAU loop in plain PyTorch, written from ../../../shared/ibau-spec.md (sections 3-4) and
+the `paper` preset of plugin/src/ibau.rs, for the per-round timing comparison of bench/ibau/run.
+
+Same model (the CNN of plugin/src/models.rs, weights from the safetensors file the Rust CLI
+wrote), same data (data/mnist idx files: clean pool = first 5000 test images, evaluation = last
+5000), same hyperparameters. The hypergradient is AID-FP as the authors compute it: K fixed-point
+steps from v = 0 (the first is v = b), used whatever the map's contraction — the Rust core checks
+contraction and falls back to the direct gradient when the iteration diverges, so the two can
+differ in work per step; both HVP counts are printed.
+
+Prints one JSON line: per-round seconds (without evaluation), ACC/ASR before and after, HVPs.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+
+class Cnn(nn.Module):
+    """conv(1→16)-relu-pool, conv(16→32)-relu-pool, fc(1568→128)-relu, fc(128→10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2).flatten(1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def read_idx(folder, name):
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+        raw = open(path, "rb").read()
+    else:
+        raw = gzip.open(path + ".gz", "rb").read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic == 2051:
+        n, r, c = (int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in (1, 2, 3))
+        return np.frombuffer(raw, np.uint8, offset=16).reshape(n, 1, r, c)
+    if magic == 2049:
+        return np.frombuffer(raw, np.uint8, offset=8)
+    raise ValueError(f"{path}: magic {magic}")
+
+
+def badnets(images):
+    """3×3 white patch at rows/cols 24..27 (plugin/src/attacks.rs)."""
+    out = images.clone()
+    out[:, :, 24:27, 24:27] = 1.0
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, target):
+    pred = torch.cat([model(images[i : i + 1000]).argmax(-1) for i in range(0, len(images), 1000)])
+    acc = (pred == labels).double().mean().item()
+    keep = labels != target
+    trig = badnets(images[keep])
+    pred_t = torch.cat([model(trig[i : i + 1000]).argmax(-1) for i in range(0, len(trig), 1000)])
+    asr = (pred_t == target).double().mean().item()
+    return acc, asr
+
+
+def perturbation(model, x_all, cfg):
+    delta = torch.zeros(1, 1, 28, 28, requires_grad=True)
+    n = len(x_all)
+    for i in range(0, n, cfg.batch_size):
+        x = x_all[i : i + cfg.batch_size]
+        with torch.no_grad():
+            pseudo = model(x).argmax(-1)
+        loss = -F.cross_entropy(model(x + delta), pseudo) + cfg.reg * delta.square().sum()
+        (g,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta -= cfg.inner_lr * g
+    return delta.detach()
+
+
+def unlearn_round(model, opt, x_all, y_all, cfg, stats):
+    params = [p for p in model.parameters()]
+    delta = perturbation(model, x_all, cfg)
+    n = len(x_all)
+    b = min(cfg.batch_size, n)
+    first_x, first_y = x_all[:b], y_all[:b]
+    perm = torch.randperm(n)
+    for i in range(0, n, b):
+        idx = perm[i : i + b]
+        x, y = x_all[idx], y_all[idx]
+        k = len(idx)
+        n_pert = max(1, int(k * cfg.perturb_fraction))
+        chosen = torch.randperm(k)[:n_pert]
+        mask = torch.zeros(k)
+        mask[chosen] = 1.0
+        mask = mask.view(k, 1, 1, 1)
+        w = delta.clone().requires_grad_(True)
+        outer = F.cross_entropy(model(x + mask * w), y)
+        grads = torch.autograd.grad(outer, [w] + params)
+        b_vec, g_theta = grads[0], list(grads[1:])
+        inner = -F.cross_entropy(model(first_x + w), first_y) + cfg.reg * w.square().sum()
+        (g_w,) = torch.autograd.grad(inner, w, create_graph=True)
+        # AID-FP: v1 = b, v_{j+1} = Jᵀ v_j + b with Jᵀv = v − α ∇²_ww G v.
+        v = b_vec.clone()
+        for _ in range(cfg.fp_steps - 1):
+            (hv,) = torch.autograd.grad(g_w, w, v, retain_graph=True)
+            v = v - cfg.fp_alpha * hv + b_vec
+            stats["hvps"] += 1
+        cross = torch.autograd.grad(g_w, params, v)
+        stats["hvps"] += 1
+        opt.zero_grad()
+        for p, g, c in zip(params, g_theta, cross):
+            p.grad = g - cfg.fp_alpha * c
+        opt.step()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, help="folder with the MNIST idx files")
+    ap.add_argument("--clean-size", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--outer-lr", type=float, default=1e-3)
+    ap.add_argument("--inner-lr", type=float, default=10.0)
+    ap.add_argument("--reg", type=float, default=1e-3)
+    ap.add_argument("--fp-alpha", type=float, default=0.1)
+    ap.add_argument("--fp-steps", type=int, default=5)
+    ap.add_argument("--perturb-fraction", type=float, default=0.01)
+    ap.add_argument("--target", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    cfg = ap.parse_args()
+    torch.manual_seed(cfg.seed)
+    model = Cnn()
+    model.load_state_dict(load_file(cfg.model))
+    model.eval()
+    images = torch.from_numpy(read_idx(cfg.data, "t10k-images-idx3-ubyte").copy()).float() / 255.0
+    labels = torch.from_numpy(read_idx(cfg.data, "t10k-labels-idx1-ubyte").astype(np.int64))
+    clean_x, clean_y = images[: cfg.clean_size], labels[: cfg.clean_size]
+    eval_x, eval_y = images[5000:], labels[5000:]
+    before = evaluate(model, eval_x, eval_y, cfg.target)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.outer_lr)
+    stats = {"hvps": 0}
+    seconds = []
+    for _ in range(cfg.rounds):
+        t = time.perf_counter()
+        unlearn_round(model, opt, clean_x, clean_y, cfg, stats)
+        seconds.append(time.perf_counter() - t)
+    after = evaluate(model, eval_x, eval_y, cfg.target)
+    print(
+        json.dumps(
+            {
+                "round_seconds": seconds,
+                "acc_before": before[0],
+                "asr_before": before[1],
+                "acc_after": after[0],
+                "asr_after": after[1],
+                "hvps": stats["hvps"],
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
