@@ -256,13 +256,14 @@ where
         op_clock.run(|| apply_checked(a, &p, &mut ap, k + 1))?;
         applications += 1;
         let pap = p.dot(&ap);
-        let pp = p.dot(&p);
-        if !pap.is_finite() || !pp.is_finite() {
+        if !pap.is_finite() {
             return Err(Error::NonFinite {
                 at: Location::Iterate { iteration: k + 1 },
             });
         }
         if pap <= 0.0 {
+            // Reported as a Rayleigh quotient; pᵀp is only needed here.
+            let pp = p.dot(&p);
             return Err(Error::NotPositiveDefinite {
                 iteration: k + 1,
                 curvature: if pp > 0.0 { pap / pp } else { pap },
