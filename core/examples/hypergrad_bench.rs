@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use ibau_core::precond::{gaussian_probes, Identity, Jacobi, Nystrom, Preconditioner};
 use ibau_core::solve::{cg, pcg};
+use ibau_core::warm::Extrapolation;
 use ndarray::linalg::general_mat_vec_mul;
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
@@ -67,6 +68,8 @@ trait Instance {
     fn export(&self, dir: &Path) -> std::io::Result<()>;
     /// `μ₀ = e^{λ₀}`.
     fn mu0(&self) -> f64;
+    /// An upper bound on κ(H) at λ₀ (by construction of μ₀).
+    fn kappa(&self) -> f64;
     /// Whether a Nyström preconditioner helps the reference solves (fast spectral decay).
     fn low_rank_dominated(&self) -> bool {
         true
@@ -196,10 +199,11 @@ impl Instance for Ridge {
     }
     fn diag_a0(&self) -> Array1<f64> {
         // diag(W ZᵀZ Wᵀ)/n + c²/n.
+        // Row by row (no d × r temporary): w_jᵀ (ZᵀZ) w_j.
         let ztz = self.z.t().dot(&self.z);
-        let wz = self.w.dot(&ztz);
         Array1::from_shape_fn(self.d, |j| {
-            (wz.row(j).dot(&self.w.row(j)) + self.c[j] * self.c[j]) / self.n
+            let wj = self.w.row(j);
+            (wj.dot(&ztz.dot(&wj)) + self.c[j] * self.c[j]) / self.n
         })
     }
     fn inner_rhs(&self) -> Array1<f64> {
@@ -242,6 +246,9 @@ impl Instance for Ridge {
     }
     fn mu0(&self) -> f64 {
         self.mu0
+    }
+    fn kappa(&self) -> f64 {
+        1000.0
     }
 }
 
@@ -299,6 +306,9 @@ impl Instance for Quadratic {
     }
     fn low_rank_dominated(&self) -> bool {
         false
+    }
+    fn kappa(&self) -> f64 {
+        self.kappa
     }
     fn inner_rhs(&self) -> Array1<f64> {
         self.b.clone()
@@ -517,6 +527,9 @@ fn reference_trajectory(inst: &dyn Instance, steps: usize, seed: u64) -> Traject
 
 /// Settings of our variants.
 struct Setup {
+    /// Nyström sketch size for a single cold solve (its cost is paid once per solve).
+    sketch_cold: usize,
+    /// Nyström sketch size along a trajectory (paid once, reused by every step).
     sketch: usize,
     target_rel: f64,
     seed: u64,
@@ -525,7 +538,7 @@ struct Setup {
 /// One hypergradient at step `t` with `variant`; `state` carries the warm start and the
 /// preconditioner between steps of a trajectory.
 struct State {
-    v_prev: Option<Array1<f64>>,
+    history: Extrapolation<Array1<f64>>,
     nystrom: Option<Nystrom<Array1<f64>>>,
 }
 
@@ -550,8 +563,9 @@ fn one_hypergradient(
     // The solvers run on H v = ∇_wE directly (the HVP is the operator, as in JAXopt/torchopt);
     // df/dλ = ∇_λE + (∂_λΦ)ᵀv = −e^λ wᵀv for Φ = w − ∇_wG, with ‖∂_λΦ‖ = e^λ‖w‖.
     let cross_norm = mu * w_norm;
-    let mut v = match (reuse, &state.v_prev) {
-        (true, Some(v0)) => v0.clone(),
+    let lambda = mu.ln();
+    let mut v = match (reuse, state.history.guess(lambda)) {
+        (true, Some(v0)) => v0,
         _ => Array1::zeros(inst.dim()),
     };
     let target = setup.target_rel * traj.reference[t].abs();
@@ -599,11 +613,19 @@ fn one_hypergradient(
                 if !(reuse && state.nystrom.is_some()) {
                     // Sketch A₀ = H − μI, so that the sketch serves every μ along a trajectory.
                     let d = inst.dim();
-                    let probes: Vec<Array1<f64>> =
-                        gaussian_probes(d, setup.sketch.min(d), setup.seed)
-                            .into_iter()
-                            .map(Array1::from)
-                            .collect();
+                    let probes: Vec<Array1<f64>> = gaussian_probes(
+                        d,
+                        if reuse {
+                            setup.sketch
+                        } else {
+                            setup.sketch_cold
+                        }
+                        .min(d),
+                        setup.seed,
+                    )
+                    .into_iter()
+                    .map(Array1::from)
+                    .collect();
                     let mut a0 = HOp::new(inst, mu);
                     let mut ab = |x: &Array1<f64>, o: &mut Array1<f64>| a0.apply(x, o);
                     state.nystrom = Some(Nystrom::build(&mut ab, probes, mu).expect("nystrom"));
@@ -647,7 +669,7 @@ fn one_hypergradient(
             && variant != Variant::Cg
             && variant != Variant::PcgJacobi);
     out.termination = info.termination.to_string();
-    state.v_prev = Some(v);
+    state.history.push(lambda, &v);
 }
 
 fn cold(
@@ -660,7 +682,7 @@ fn cold(
     let mut runs = Vec::new();
     for _ in 0..reps + 1 {
         let mut state = State {
-            v_prev: None,
+            history: Extrapolation::new(),
             nystrom: None,
         };
         let mut o = Outcome::default();
@@ -681,7 +703,7 @@ fn trajectory(
     reuse: bool,
 ) -> Outcome {
     let mut state = State {
-        v_prev: None,
+        history: Extrapolation::new(),
         nystrom: None,
     };
     let mut o = Outcome::default();
@@ -702,18 +724,57 @@ fn peak_extra_memory(
 ) -> Option<u64> {
     // Build the preconditioner first: its size is reported separately.
     let mut state = State {
-        v_prev: None,
+        history: Extrapolation::new(),
         nystrom: None,
     };
     let mut o = Outcome::default();
     one_hypergradient(inst, traj, 0, variant, setup, &mut state, false, &mut o);
-    state.v_prev = None;
+    state.history = Extrapolation::new();
     fs::write("/proc/self/clear_refs", "5").ok()?;
     let before = proc_status_kb("VmRSS")?;
     let mut o = Outcome::default();
     one_hypergradient(inst, traj, 0, variant, setup, &mut state, true, &mut o);
     let peak = proc_status_kb("VmHWM")?;
     Some(peak.saturating_sub(before) * 1024)
+}
+
+/// `--memory-only`: the peak extra memory of one cold hypergradient per problem and variant, as
+/// JSON. Run it with `MALLOC_MMAP_THRESHOLD_=4096` so that every vector of the solve is its own
+/// mapping, returned on free (glibc), and the resident-set high-water mark sees each of them.
+fn memory_report(instances: &[Box<dyn Instance>], setup: &Setup) {
+    let mut json = String::from("{\"memory\": [");
+    let mut first = true;
+    for inst in instances {
+        let inst: &dyn Instance = inst.as_ref();
+        let w = inst.inner_rhs();
+        let traj = Trajectory {
+            mus: vec![inst.mu0()],
+            w_star: vec![w],
+            reference: vec![1.0],
+        };
+        for variant in [
+            Variant::Cg,
+            Variant::PcgJacobi,
+            Variant::PcgNystrom,
+            Variant::PcgNystromTarget,
+        ] {
+            let mem = peak_extra_memory(inst, &traj, variant, setup);
+            if !first {
+                json.push(',');
+            }
+            first = false;
+            let _ = write!(
+                json,
+                "\n {{\"name\": \"{}\", \"method\": \"{}\", \"d\": {}, \"peak_extra_bytes\": {}}}",
+                inst.name(),
+                variant.name(),
+                inst.dim(),
+                mem.map_or("null".to_string(), |m| m.to_string())
+            );
+        }
+    }
+    json.push_str("\n]}\n");
+    print!("{json}");
 }
 
 fn proc_status_kb(key: &str) -> Option<u64> {
@@ -731,8 +792,10 @@ struct Args {
     steps: usize,
     reps: usize,
     sketch: usize,
+    sketch_cold: usize,
     target_rel: f64,
     kappa_quadratic: f64,
+    memory_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -742,9 +805,11 @@ fn parse_args() -> Result<Args, String> {
         sizes: vec![1000, 10_000, 100_000],
         steps: 20,
         reps: 5,
-        sketch: 64,
+        sketch: 32,
+        sketch_cold: 16,
         target_rel: 1e-8,
         kappa_quadratic: 1e4,
+        memory_only: false,
     };
     let mut it = std::env::args().skip(1);
     let mut out = None;
@@ -752,10 +817,14 @@ fn parse_args() -> Result<Args, String> {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--out" => out = Some(PathBuf::from(val()?)),
+            "--memory-only" => a.memory_only = true,
             "--seed" => a.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--steps" => a.steps = val()?.parse().map_err(|e| format!("--steps: {e}"))?,
             "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--sketch" => a.sketch = val()?.parse().map_err(|e| format!("--sketch: {e}"))?,
+            "--sketch-cold" => {
+                a.sketch_cold = val()?.parse().map_err(|e| format!("--sketch-cold: {e}"))?
+            }
             "--target-rel" => {
                 a.target_rel = val()?.parse().map_err(|e| format!("--target-rel: {e}"))?
             }
@@ -777,7 +846,11 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    a.out = out.ok_or("--out DIR is required")?;
+    a.out = match (out, a.memory_only) {
+        (Some(o), _) => o,
+        (None, true) => PathBuf::new(),
+        (None, false) => return Err("--out DIR is required".into()),
+    };
     if a.steps == 0 || a.reps == 0 {
         return Err("--steps and --reps must be ≥ 1".into());
     }
@@ -789,12 +862,13 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hypergrad_bench: {e}");
-            eprintln!("usage: hypergrad_bench --out DIR [--seed N] [--sizes 1000,10000,100000] [--steps 20] [--reps 5] [--sketch 64] [--target-rel 1e-8] [--kappa-quadratic 1e4]");
+            eprintln!("usage: hypergrad_bench --out DIR [--seed N] [--sizes 1000,10000,100000] [--steps 20] [--reps 5] [--sketch 32] [--sketch-cold 16] [--target-rel 1e-8] [--kappa-quadratic 1e4]");
             std::process::exit(2);
         }
     };
     let setup = Setup {
         sketch: args.sketch,
+        sketch_cold: args.sketch_cold,
         target_rel: args.target_rel,
         seed: args.seed,
     };
@@ -804,6 +878,10 @@ fn main() {
     }
     instances.push(Box::new(Quadratic::new(args.kappa_quadratic, args.seed)));
 
+    if args.memory_only {
+        memory_report(&instances, &setup);
+        return;
+    }
     let mut json = String::from("{\"problems\": [");
     for (pi, inst) in instances.iter().enumerate() {
         let inst: &dyn Instance = inst.as_ref();
@@ -828,9 +906,10 @@ fn main() {
         }
         let _ = write!(
             json,
-            "\n {{\"name\": \"{}\", \"d\": {d}, \"mu0\": {}, \"steps\": {}, \"methods\": [",
+            "\n {{\"name\": \"{}\", \"d\": {d}, \"mu0\": {}, \"kappa\": {}, \"steps\": {}, \"methods\": [",
             inst.name(),
             json_num(inst.mu0()),
+            json_num(inst.kappa()),
             args.steps
         );
         let mut first = true;
@@ -867,7 +946,7 @@ fn main() {
             Variant::PcgNystromTarget,
         ] {
             let o = cold(inst, &traj, variant, &setup, args.reps);
-            let mem = peak_extra_memory(inst, &traj, variant, &setup);
+            let mem = None;
             eprintln!(
                 "  cold {:<20} {:>9.4} s  {:>6} applications  rel. error {:.2e}",
                 variant.name(),

@@ -60,6 +60,7 @@ pub mod precond;
 pub mod report;
 pub mod solve;
 pub mod vector;
+pub mod warm;
 
 pub use error::{BoxError, Error, Location, Result};
 pub use hypergradient::{hypergradient, hypergradient_pcg, Hypergradient, Method, Params, Problem};
