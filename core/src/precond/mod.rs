@@ -64,6 +64,16 @@ impl<V, P: Preconditioner<V> + ?Sized> Preconditioner<V> for &mut P {
     }
 }
 
+/// A boxed preconditioner (to choose one at run time).
+impl<V, P: Preconditioner<V> + ?Sized> Preconditioner<V> for Box<P> {
+    fn apply(&mut self, r: &V, out: &mut V) -> Result<()> {
+        (**self).apply(r, out)
+    }
+    fn info(&self) -> PreconditionerInfo {
+        (**self).info()
+    }
+}
+
 /// A seeded stream of standard normal numbers (SplitMix64 and Box–Muller), so that the core needs
 /// no random-number dependency. Not for cryptography; statistically adequate for sketching.
 #[derive(Debug, Clone)]
