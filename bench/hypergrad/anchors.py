@@ -227,6 +227,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--problems", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--targets", default="",
+                    help="write 'problem scenario error' lines: the faster anchor's max rel. error")
     args = ap.parse_args()
     names = sorted(d for d in os.listdir(args.data) if os.path.isdir(os.path.join(args.data, d)))
     if args.problems:
@@ -245,6 +247,13 @@ def main():
             print(f"  {r['scenario']:<10} {r['method']:<9} {r['time']:9.4f} s {r['applications']:7d} applications"
                   f"  max rel. error {r['max_rel_error']:.2e}", file=sys.stderr)
         out["problems"].append({"name": name, "methods": rows})
+    if args.targets:
+        with open(args.targets, "w") as f:
+            for p in out["problems"]:
+                for scenario in ("cold", "trajectory"):
+                    rows = [m for m in p["methods"] if m["scenario"] == scenario]
+                    best = min(rows, key=lambda m: m["time"])
+                    f.write(f"{p['name']} {scenario} {best['max_rel_error']:.6e}\n")
     json.dump(out, sys.stdout, indent=1)
     print()
 

@@ -54,9 +54,9 @@ def main(ours_path, anchors_path, memory_path=None):
                 m = min(good or cand, key=lambda m: m["time"])
                 return m, m["time"] / best["time"]
             if scenario == "cold":
-                m, r = ratio(lambda s: s == "cg")
+                m, r = ratio(lambda s: s in ("cg", "cg-target"))
                 verdicts.append((name, "cold, no preconditioner ≤ 1× faster anchor", m, r, 1.0, acc))
-                m, r = ratio(lambda s: s.startswith("pcg"))
+                m, r = ratio(lambda s: s.startswith("pcg") or s.startswith("cg"))
                 verdicts.append((name, "cold, best preconditioner ≤ 0.5×", m, r, 0.5, acc))
             else:
                 m, r = ratio(lambda s: s != "cg")

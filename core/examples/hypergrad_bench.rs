@@ -201,9 +201,15 @@ impl Instance for Ridge {
         // diag(W ZᵀZ Wᵀ)/n + c²/n.
         // Row by row (no d × r temporary): w_jᵀ (ZᵀZ) w_j.
         let ztz = self.z.t().dot(&self.z);
+        let g = ztz.as_slice().unwrap();
+        let w = self.w.as_slice().unwrap();
+        let mut gw = vec![0.0; RANK];
         Array1::from_shape_fn(self.d, |j| {
-            let wj = self.w.row(j);
-            (wj.dot(&ztz.dot(&wj)) + self.c[j] * self.c[j]) / self.n
+            let wj = &w[j * RANK..(j + 1) * RANK];
+            for (o, grow) in gw.iter_mut().zip(g.chunks_exact(RANK)) {
+                *o = dot8(grow, wj);
+            }
+            (dot8(wj, &gw) + self.c[j] * self.c[j]) / self.n
         })
     }
     fn inner_rhs(&self) -> Array1<f64> {
@@ -396,6 +402,63 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<()> 
     f.flush()
 }
 
+/// Reads a float64 `.npy` written by [`write_npy`] (C order, little-endian), flattened.
+fn read_npy(path: &Path) -> std::io::Result<Vec<f64>> {
+    let bytes = fs::read(path)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a float64 .npy");
+    if bytes.len() < 10 || &bytes[..8] != b"\x93NUMPY\x01\x00" {
+        return Err(bad());
+    }
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).map_err(|_| bad())?;
+    if !header.contains("'<f8'") || !header.contains("'fortran_order': False") {
+        return Err(bad());
+    }
+    Ok(bytes[10 + header_len..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
+}
+
+/// `problem scenario relative-error` per line: the accuracy the faster anchor achieved, which
+/// the accuracy-driven variants then guarantee (certified) for the same problem and scenario.
+fn read_targets(path: &Path) -> Result<Vec<(String, String, f64)>, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [name, scenario, rel] => rel
+                    .parse::<f64>()
+                    .map_err(|e| format!("{l}: {e}"))
+                    .and_then(|r| {
+                        if r.is_finite() && r > 0.0 {
+                            Ok((name.to_string(), scenario.to_string(), r))
+                        } else {
+                            Err(format!("{l}: the target must be finite and > 0"))
+                        }
+                    }),
+                _ => Err(format!("malformed line {l:?}")),
+            }
+        })
+        .collect()
+}
+
+impl Setup {
+    /// This setup with the target of (`name`, `scenario`) from `targets`, if one is given.
+    fn with_target(&self, targets: &[(String, String, f64)], name: &str, scenario: &str) -> Setup {
+        let mut s = self.clone();
+        if let Some((_, _, r)) = targets
+            .iter()
+            .find(|(n, sc, _)| n == name && sc == scenario)
+        {
+            s.target_rel = *r;
+        }
+        s
+    }
+}
+
 fn json_num(x: f64) -> String {
     if x.is_finite() {
         format!("{x:e}")
@@ -454,7 +517,9 @@ struct Outcome {
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Variant {
     Cg,
+    PcgIdentityTarget,
     PcgJacobi,
+    PcgJacobiTarget,
     PcgNystrom,
     PcgNystromTarget,
 }
@@ -463,7 +528,9 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Cg => "cg",
+            Variant::PcgIdentityTarget => "cg-target",
             Variant::PcgJacobi => "pcg-jacobi",
+            Variant::PcgJacobiTarget => "pcg-jacobi-target",
             Variant::PcgNystrom => "pcg-nystrom",
             Variant::PcgNystromTarget => "pcg-nystrom-target",
         }
@@ -526,6 +593,7 @@ fn reference_trajectory(inst: &dyn Instance, steps: usize, seed: u64) -> Traject
 }
 
 /// Settings of our variants.
+#[derive(Clone)]
 struct Setup {
     /// Nyström sketch size for a single cold solve (its cost is paid once per solve).
     sketch_cold: usize,
@@ -539,6 +607,7 @@ struct Setup {
 /// preconditioner between steps of a trajectory.
 struct State {
     history: Extrapolation<Array1<f64>>,
+    diag_a0: Option<Array1<f64>>,
     nystrom: Option<Nystrom<Array1<f64>>>,
 }
 
@@ -593,10 +662,35 @@ fn one_hypergradient(
                     0.0,
                 )
             }
-            Variant::PcgJacobi => {
-                let mut diag = inst.diag_a0();
+            Variant::PcgIdentityTarget => {
+                // Plain CG (M = I) with accuracy-driven stopping.
+                pcg_params.target_error = Some(target);
+                pcg_params.error_scale = cross_norm;
+                let info = pcg::solve(&mut a, &mut Identity, &grad_w, &mut v, &pcg_params, &mut ())
+                    .expect("cg-target");
+                let pt = info.timing.map_or(0.0, |t| t.preconditioner.as_secs_f64());
+                (
+                    info,
+                    <Identity as Preconditioner<Array1<f64>>>::info(&Identity),
+                    pt,
+                )
+            }
+            Variant::PcgJacobi | Variant::PcgJacobiTarget => {
+                if variant == Variant::PcgJacobiTarget {
+                    pcg_params.target_error = Some(target);
+                    pcg_params.error_scale = cross_norm;
+                }
+                // diag(A₀) does not depend on μ: along a trajectory it is computed once.
+                let reused = reuse && state.diag_a0.is_some();
+                if !reused {
+                    state.diag_a0 = Some(inst.diag_a0());
+                }
+                let mut diag = state.diag_a0.clone().unwrap();
                 diag += mu;
                 let mut m = Jacobi::from_diagonal(diag.as_slice().unwrap()).expect("jacobi");
+                if reused {
+                    m.mark_reused();
+                }
                 let info = pcg::solve(&mut a, &mut m, &grad_w, &mut v, &pcg_params, &mut ())
                     .expect("pcg-jacobi");
                 let pt = info.timing.map_or(0.0, |t| t.preconditioner.as_secs_f64());
@@ -682,7 +776,8 @@ fn cold(
     let mut runs = Vec::new();
     for _ in 0..reps + 1 {
         let mut state = State {
-            history: Extrapolation::new(),
+            history: Extrapolation::with_order(2),
+            diag_a0: None,
             nystrom: None,
         };
         let mut o = Outcome::default();
@@ -703,7 +798,8 @@ fn trajectory(
     reuse: bool,
 ) -> Outcome {
     let mut state = State {
-        history: Extrapolation::new(),
+        history: Extrapolation::with_order(2),
+        diag_a0: None,
         nystrom: None,
     };
     let mut o = Outcome::default();
@@ -724,12 +820,13 @@ fn peak_extra_memory(
 ) -> Option<u64> {
     // Build the preconditioner first: its size is reported separately.
     let mut state = State {
-        history: Extrapolation::new(),
+        history: Extrapolation::with_order(2),
+        diag_a0: None,
         nystrom: None,
     };
     let mut o = Outcome::default();
     one_hypergradient(inst, traj, 0, variant, setup, &mut state, false, &mut o);
-    state.history = Extrapolation::new();
+    state.history = Extrapolation::with_order(2);
     fs::write("/proc/self/clear_refs", "5").ok()?;
     let before = proc_status_kb("VmRSS")?;
     let mut o = Outcome::default();
@@ -796,6 +893,9 @@ struct Args {
     target_rel: f64,
     kappa_quadratic: f64,
     memory_only: bool,
+    export_only: bool,
+    reuse_references: bool,
+    targets: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -810,6 +910,9 @@ fn parse_args() -> Result<Args, String> {
         target_rel: 1e-8,
         kappa_quadratic: 1e4,
         memory_only: false,
+        export_only: false,
+        reuse_references: false,
+        targets: None,
     };
     let mut it = std::env::args().skip(1);
     let mut out = None;
@@ -818,6 +921,9 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--out" => out = Some(PathBuf::from(val()?)),
             "--memory-only" => a.memory_only = true,
+            "--export-only" => a.export_only = true,
+            "--reuse-references" => a.reuse_references = true,
+            "--targets" => a.targets = Some(PathBuf::from(val()?)),
             "--seed" => a.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--steps" => a.steps = val()?.parse().map_err(|e| format!("--steps: {e}"))?,
             "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
@@ -882,6 +988,13 @@ fn main() {
         memory_report(&instances, &setup);
         return;
     }
+    let targets = match &args.targets {
+        Some(path) => read_targets(path).unwrap_or_else(|e| {
+            eprintln!("hypergrad_bench: --targets {}: {e}", path.display());
+            std::process::exit(2)
+        }),
+        None => Vec::new(),
+    };
     let mut json = String::from("{\"problems\": [");
     for (pi, inst) in instances.iter().enumerate() {
         let inst: &dyn Instance = inst.as_ref();
@@ -889,18 +1002,42 @@ fn main() {
         fs::create_dir_all(&dir).expect("create output directory");
         inst.export(&dir).expect("write .npy");
         let t0 = Instant::now();
-        let traj = reference_trajectory(inst, args.steps, args.seed);
         let d = inst.dim();
-        let flat: Vec<f64> = traj.w_star.iter().flat_map(|w| w.iter().copied()).collect();
-        write_npy(&dir.join("w_star.npy"), &[args.steps, d], &flat).unwrap();
-        write_npy(&dir.join("mus.npy"), &[args.steps], &traj.mus).unwrap();
-        write_npy(&dir.join("reference.npy"), &[args.steps], &traj.reference).unwrap();
+        let traj = if args.reuse_references {
+            let mus = read_npy(&dir.join("mus.npy")).expect("mus.npy (run --export-only first)");
+            let flat = read_npy(&dir.join("w_star.npy")).expect("w_star.npy");
+            let reference = read_npy(&dir.join("reference.npy")).expect("reference.npy");
+            assert_eq!(
+                mus.len(),
+                args.steps,
+                "--steps differs from the exported data"
+            );
+            let w_star = flat
+                .chunks_exact(d)
+                .map(|c| Array1::from(c.to_vec()))
+                .collect();
+            Trajectory {
+                mus,
+                w_star,
+                reference,
+            }
+        } else {
+            let traj = reference_trajectory(inst, args.steps, args.seed);
+            let flat: Vec<f64> = traj.w_star.iter().flat_map(|w| w.iter().copied()).collect();
+            write_npy(&dir.join("w_star.npy"), &[args.steps, d], &flat).unwrap();
+            write_npy(&dir.join("mus.npy"), &[args.steps], &traj.mus).unwrap();
+            write_npy(&dir.join("reference.npy"), &[args.steps], &traj.reference).unwrap();
+            traj
+        };
         eprintln!(
             "{}: d = {d}, μ₀ = {:.3e}, references in {:.1} s",
             inst.name(),
             inst.mu0(),
             t0.elapsed().as_secs_f64()
         );
+        if args.export_only {
+            continue;
+        }
         if pi > 0 {
             json.push(',');
         }
@@ -941,10 +1078,13 @@ fn main() {
         };
         for variant in [
             Variant::Cg,
+            Variant::PcgIdentityTarget,
             Variant::PcgJacobi,
+            Variant::PcgJacobiTarget,
             Variant::PcgNystrom,
             Variant::PcgNystromTarget,
         ] {
+            let setup = setup.with_target(&targets, &inst.name(), "cold");
             let o = cold(inst, &traj, variant, &setup, args.reps);
             let mem = None;
             eprintln!(
@@ -956,10 +1096,12 @@ fn main() {
             );
             emit(&mut json, "cold", variant.name(), &o, mem);
         }
-        let traj_variants: [(Variant, bool, &str); 5] = [
+        let traj_variants: [(Variant, bool, &str); 7] = [
             (Variant::Cg, false, "cg"),
             (Variant::Cg, true, "cg-warm"),
+            (Variant::PcgIdentityTarget, true, "cg-warm-target"),
             (Variant::PcgJacobi, true, "pcg-jacobi-warm"),
+            (Variant::PcgJacobiTarget, true, "pcg-jacobi-warm-target"),
             (Variant::PcgNystrom, true, "pcg-nystrom-reuse-warm"),
             (
                 Variant::PcgNystromTarget,
@@ -968,6 +1110,7 @@ fn main() {
             ),
         ];
         for (variant, reuse, name) in traj_variants {
+            let setup = setup.with_target(&targets, &inst.name(), "trajectory");
             let o = trajectory(inst, &traj, variant, &setup, reuse);
             eprintln!(
                 "  traj {:<30} {:>9.4} s  {:>6} applications  max rel. error {:.2e}",

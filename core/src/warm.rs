@@ -3,7 +3,8 @@
 //!
 //! With two solutions `v(s₁)`, `v(s₂)` the guess for `s` is the secant extrapolation
 //! `v(s₂) + (s − s₂)/(s₂ − s₁)·(v(s₂) − v(s₁))`, whose error is `O(Δs²)` for a smooth path
-//! (against `O(Δs)` for reusing `v(s₂)`); with one solution it is that solution.
+//! (against `O(Δs)` for reusing `v(s₂)`); with one solution it is that solution; with
+//! [`Extrapolation::with_order`] the polynomial through more solutions.
 //!
 //! A warm start never weakens a certificate: every solver's bound is computed from the residual
 //! of the iterate it returns. It saves iterations because the stopping test `‖r‖ ≤ tol` starts
@@ -14,51 +15,69 @@
 
 use crate::vector::Vector;
 
-/// Keeps the last two solutions of a trajectory and extrapolates the next initial guess.
-#[derive(Debug, Clone, Default)]
+/// Keeps the last solutions of a trajectory (at most `order + 1`) and extrapolates the next
+/// initial guess by the Lagrange polynomial through them.
+#[derive(Debug, Clone)]
 pub struct Extrapolation<V> {
-    last: Option<(f64, V)>,
-    before: Option<(f64, V)>,
+    order: usize,
+    points: Vec<(f64, V)>,
+}
+
+impl<V: Vector> Default for Extrapolation<V> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<V: Vector> Extrapolation<V> {
-    /// An empty history (the first guess is `None`: start from zero).
+    /// Secant (order-1) extrapolation: two vectors of memory.
     pub fn new() -> Self {
+        Self::with_order(1)
+    }
+
+    /// Extrapolation by the polynomial of degree `order` through the last `order + 1` solutions
+    /// (`order + 1` vectors of memory); error `O(Δs^{order+1})` on a smooth path. Orders above 2
+    /// amplify the solutions' own errors (the Lagrange weights grow like `2^order`).
+    pub fn with_order(order: usize) -> Self {
         Extrapolation {
-            last: None,
-            before: None,
+            order,
+            points: Vec::with_capacity(order + 1),
         }
     }
 
     /// Records the solution `v` at the path parameter `s` (a scalar hyperparameter, or the step
-    /// index). Memory: two vectors.
+    /// index). A parameter equal to a stored one replaces it.
     pub fn push(&mut self, s: f64, v: &V) {
-        match self.before.take() {
-            Some((_, mut old)) => {
-                old.copy_from(v);
-                self.before = self.last.take();
-                self.last = Some((s, old));
-            }
-            None => {
-                self.before = self.last.take();
-                self.last = Some((s, v.clone()));
-            }
+        if let Some(i) = self.points.iter().position(|(si, _)| *si == s) {
+            self.points[i].1.copy_from(v);
+            return;
+        }
+        if self.points.len() > self.order {
+            // Recycle the oldest vector's storage.
+            let (_, mut old) = self.points.remove(0);
+            old.copy_from(v);
+            self.points.push((s, old));
+        } else {
+            self.points.push((s, v.clone()));
         }
     }
 
-    /// The initial guess for the parameter `s`: secant extrapolation from the last two
-    /// solutions, the last solution when only one is known (or the two parameters coincide),
-    /// `None` before the first.
+    /// The initial guess for the parameter `s`: the Lagrange extrapolation through the stored
+    /// solutions, `None` before the first.
     pub fn guess(&self, s: f64) -> Option<V> {
-        let (s2, v2) = self.last.as_ref()?;
-        let mut g = v2.clone();
-        if let Some((s1, v1)) = &self.before {
-            let ds = s2 - s1;
-            if ds != 0.0 && ds.is_finite() && (s - s2).is_finite() {
-                let t = (s - s2) / ds;
-                // g = v2 + t (v2 − v1) = (1 + t) v2 − t v1.
-                g.axpby(-t, v1, 1.0 + t);
+        let (_, last) = self.points.last()?;
+        let mut g = last.zeros_like();
+        for (i, (si, vi)) in self.points.iter().enumerate() {
+            let mut weight = 1.0;
+            for (j, (sj, _)) in self.points.iter().enumerate() {
+                if i != j {
+                    weight *= (s - sj) / (si - sj);
+                }
             }
+            if !weight.is_finite() {
+                return Some(last.clone());
+            }
+            g.axpy(weight, vi);
         }
         Some(g)
     }
