@@ -101,4 +101,17 @@ mod tests {
             "{g:?}"
         );
     }
+
+    #[test]
+    fn quadratic_extrapolation_is_exact_on_a_quadratic_path() {
+        let mut e = Extrapolation::with_order(2);
+        for s in [0.0, 1.0, 2.0, 3.0] {
+            e.push(s, &vec![s * s, 1.0 - s]);
+        }
+        let g = e.guess(4.0).unwrap();
+        assert!(
+            (g[0] - 16.0).abs() <= 1e-12 && (g[1] + 3.0).abs() <= 1e-12,
+            "{g:?}"
+        );
+    }
 }

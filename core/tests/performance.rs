@@ -150,7 +150,7 @@ proptest! {
     }
 
     /// Along a trajectory `A₀ + μ_t I`: one Nyström sketch of `A₀` reused through `set_shift`, warm
-    /// starts by secant extrapolation; every solve matches the dense solution and its certified
+    /// starts by extrapolation of order 0–2; every solve matches the dense solution and its certified
     /// bound holds, and the report says that the warm start and the reuse happened.
     #[test]
     fn warm_started_reused_trajectory_matches_dense(
@@ -159,6 +159,7 @@ proptest! {
         mu0 in 1e-3..1.0f64,
         step in -0.2..0.2f64,
         sketch in 1usize..10,
+        order in 0usize..=2,
         seed in any::<u64>(),
     ) {
         let n = h.n();
@@ -168,7 +169,7 @@ proptest! {
         let mut a0 = DenseOperator::new(h.matrix.clone() + Array2::<f64>::eye(n) * mu_at(0));
         // Sketch A − μ₀I = H (positive semi-definite).
         let mut ny = Nystrom::build(&mut a0, probes, mu_at(0)).unwrap();
-        let mut history = Extrapolation::new();
+        let mut history = Extrapolation::with_order(order);
         for t in 0..4 {
             let mu = mu_at(t);
             if t > 0 {
