@@ -179,8 +179,7 @@ impl<V: Vector> Nystrom<V> {
     /// the preconditioner as reused.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a negative or non-finite shift, or a zero shift when no
-    /// eigenvalue was kept.
+    /// [`Error::InvalidParameter`] for a negative or non-finite shift.
     pub fn set_shift(&mut self, shift: f64) -> Result<()> {
         if !(shift.is_finite() && shift >= 0.0) {
             return Err(Error::InvalidParameter {
