@@ -14,8 +14,9 @@
 use crate::error::{Error, Location, Result};
 use crate::observer::Observer;
 use crate::operator::{apply_checked, IdentityMinus, Operator};
+use crate::precond::Preconditioner;
 use crate::report::{Bound, Info};
-use crate::solve::{cg, fixed_point, neumann};
+use crate::solve::{cg, fixed_point, neumann, pcg};
 use crate::vector::Vector;
 
 /// A bilevel problem linearised at its inner solution.
@@ -99,15 +100,7 @@ where
     C: Operator<W, L>,
     Obs: Observer<W> + ?Sized,
 {
-    if let Some(c) = params.cross_norm {
-        if !(c.is_finite() && c >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "cross_norm",
-                value: c,
-                reason: "must be finite and ≥ 0",
-            });
-        }
-    }
+    check_cross_norm(params)?;
     if !problem.grad_lambda.is_finite() {
         return Err(Error::NonFinite {
             at: Location::OuterGradient,
@@ -148,6 +141,112 @@ where
             cg::solve(&mut a, b, &mut v, &p, observer)?
         }
     };
+    finish(problem, v, info, params.cross_norm)
+}
+
+/// The implicit hypergradient by preconditioned CG on `I − Jᵀ` (which must be symmetric positive
+/// definite: `params.symmetric` and, for a certified bound, `λ_min(I − Jᵀ) ≥ lambda_min`, given in
+/// `pcg` or implied by `params.contraction` as `1 − q`). `params.method` is not used.
+///
+/// With `pcg.target_error = Some(ε)` the solve stops as soon as the certified bound on the
+/// *hypergradient's* error, `c·‖r‖/λ_min` with `c = params.cross_norm ≥ ‖∂_λΦ‖`, is `≤ ε`
+/// (accuracy-driven stopping; `pcg.error_scale` is set to `c`). `preconditioner` is kept by the
+/// caller, so it can be reused for the next λ; `warm_start` is the initial `v`.
+///
+/// # Errors
+/// As [`hypergradient`] and [`pcg::solve`]; [`Error::InvalidParameter`] for a target error without
+/// `cross_norm`, or a non-symmetric `J`.
+pub fn hypergradient_pcg<W, L, J, C, P, Obs>(
+    problem: &mut Problem<W, L, J, C>,
+    params: &Params,
+    pcg: &pcg::Params,
+    preconditioner: &mut P,
+    warm_start: Option<&W>,
+    observer: &mut Obs,
+) -> Result<Hypergradient<W, L>>
+where
+    W: Vector,
+    L: Vector,
+    J: Operator<W>,
+    C: Operator<W, L>,
+    P: Preconditioner<W> + ?Sized,
+    Obs: Observer<W> + ?Sized,
+{
+    check_cross_norm(params)?;
+    if !params.symmetric {
+        return Err(Error::InvalidParameter {
+            name: "symmetric",
+            value: 0.0,
+            reason: "preconditioned CG needs a symmetric J",
+        });
+    }
+    if !problem.grad_lambda.is_finite() {
+        return Err(Error::NonFinite {
+            at: Location::OuterGradient,
+        });
+    }
+    let implied = match params.contraction {
+        Some(q) if q < 1.0 => Some(1.0 - q),
+        _ => None,
+    };
+    let mut p = pcg::Params {
+        lambda_min: pcg.lambda_min.or(implied),
+        ..pcg.clone()
+    };
+    if p.target_error.is_some() {
+        match params.cross_norm {
+            Some(c) if c > 0.0 => p.error_scale = c,
+            Some(_) => {
+                // ∂_λΦ = 0: the hypergradient is ∇_λE whatever v is; any residual meets the target.
+                p.error_scale = 1.0;
+                p.target_error = Some(f64::MAX);
+            }
+            None => {
+                return Err(Error::InvalidParameter {
+                    name: "cross_norm",
+                    value: f64::NAN,
+                    reason: "a hypergradient target error needs cross_norm ≥ ‖∂_λΦ‖",
+                })
+            }
+        }
+    }
+    let mut v = match warm_start {
+        Some(v0) => v0.clone(),
+        None => problem.grad_w.zeros_like(),
+    };
+    let info = {
+        let b = &problem.grad_w;
+        let mut a = IdentityMinus(&mut problem.jt);
+        pcg::solve(&mut a, preconditioner, b, &mut v, &p, observer)?
+    };
+    finish(problem, v, info, params.cross_norm)
+}
+
+fn check_cross_norm(params: &Params) -> Result<()> {
+    if let Some(c) = params.cross_norm {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "cross_norm",
+                value: c,
+                reason: "must be finite and ≥ 0",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `∇_λE + (∂_λΦ)ᵀv` and its bound.
+fn finish<W, L, J, C>(
+    problem: &mut Problem<W, L, J, C>,
+    v: W,
+    info: Info,
+    cross_norm: Option<f64>,
+) -> Result<Hypergradient<W, L>>
+where
+    W: Vector,
+    L: Vector,
+    C: Operator<W, L>,
+{
     let mut gradient = problem.grad_lambda.clone();
     let mut cross = problem.grad_lambda.zeros_like();
     apply_checked(&mut problem.cross_t, &v, &mut cross, info.iterations).map_err(|e| match e {
@@ -162,7 +261,7 @@ where
             at: Location::CrossOutput,
         });
     }
-    let error_bound = match (params.cross_norm, info.error_bound) {
+    let error_bound = match (cross_norm, info.error_bound) {
         (Some(c), Some(b)) => Some(Bound {
             value: c * b.value,
             certainty: b.certainty,

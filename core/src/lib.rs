@@ -56,13 +56,18 @@ pub mod hypergradient;
 pub mod lanczos;
 pub mod observer;
 pub mod operator;
+pub mod precond;
 pub mod report;
 pub mod solve;
 pub mod vector;
+pub mod warm;
 
 pub use error::{BoxError, Error, Location, Result};
-pub use hypergradient::{hypergradient, Hypergradient, Method, Params, Problem};
+pub use hypergradient::{hypergradient, hypergradient_pcg, Hypergradient, Method, Params, Problem};
 pub use observer::{IterationState, Observer, Recorder};
 pub use operator::{Fallible, IdentityMinus, Operator};
-pub use report::{Bound, Certainty, Info, SolverKind, Spectrum, Termination};
+pub use precond::Preconditioner;
+pub use report::{
+    Bound, Certainty, Info, PreconditionerInfo, SolverKind, Spectrum, Termination, Timing,
+};
 pub use vector::Vector;

@@ -65,6 +65,9 @@ pub enum Termination {
     /// CG only: the recomputed residual stayed above the tolerance after every allowed restart
     /// (the tolerance is below the rounding floor), and the caller allowed an unconverged result.
     Stagnated,
+    /// Preconditioned CG with a target error: the certified bound on the error (of `v`, or of the
+    /// hypergradient when a scale was given) met the target, from a recomputed residual.
+    ErrorTarget,
 }
 
 impl fmt::Display for Termination {
@@ -73,6 +76,7 @@ impl fmt::Display for Termination {
             Termination::Converged => write!(f, "converged"),
             Termination::MaxIterations => write!(f, "iteration budget spent"),
             Termination::Stagnated => write!(f, "stagnated at the rounding floor"),
+            Termination::ErrorTarget => write!(f, "certified error target met"),
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum SolverKind {
     Neumann,
     /// Conjugate gradient (AID-CG).
     ConjugateGradient,
+    /// Preconditioned conjugate gradient.
+    PreconditionedCg,
 }
 
 impl fmt::Display for SolverKind {
@@ -95,6 +101,7 @@ impl fmt::Display for SolverKind {
             SolverKind::FixedPoint => write!(f, "fixed point"),
             SolverKind::Neumann => write!(f, "Neumann series"),
             SolverKind::ConjugateGradient => write!(f, "conjugate gradient"),
+            SolverKind::PreconditionedCg => write!(f, "preconditioned conjugate gradient"),
         }
     }
 }
@@ -114,6 +121,43 @@ impl Spectrum {
     /// Estimated condition number `lambda_max / lambda_min`.
     pub fn kappa(&self) -> f64 {
         self.lambda_max / self.lambda_min
+    }
+}
+
+/// What a preconditioner is and what it cost to build (see [`crate::precond`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreconditionerInfo {
+    /// Its name (`"identity"`, `"jacobi"`, `"nystrom"`).
+    pub name: &'static str,
+    /// Rank of a low-rank preconditioner (Nyström), the number of probes of an estimated diagonal,
+    /// 0 otherwise.
+    pub rank: usize,
+    /// Memory it holds, in vectors of the problem's dimension (`d` scalars each).
+    pub vectors: f64,
+    /// Memory it holds, in bytes (storage of its vectors and small matrices).
+    pub bytes: usize,
+    /// Operator applications spent building it (not counted in [`Info::operator_applications`]).
+    pub build_applications: usize,
+    /// Whether it was built for an earlier system and reused for this one.
+    pub reused: bool,
+}
+
+/// Wall time of one solve, split into operator applications, preconditioner applications and the
+/// rest (vector updates, dot products, bookkeeping).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timing {
+    /// Time inside the operator (`A v`).
+    pub operator: std::time::Duration,
+    /// Time inside the preconditioner (`M⁻¹ r`).
+    pub preconditioner: std::time::Duration,
+    /// Total time of the solve.
+    pub total: std::time::Duration,
+}
+
+impl Timing {
+    /// Time outside operator applications (preconditioner included): the solver's own work.
+    pub fn solver_work(&self) -> std::time::Duration {
+        self.total.saturating_sub(self.operator)
     }
 }
 
@@ -149,6 +193,12 @@ pub struct Info {
     pub spectrum: Option<Spectrum>,
     /// CG only: restarts after the recursive residual drifted from the true one.
     pub restarts: usize,
+    /// Whether the solve started from a non-zero initial guess (a warm start).
+    pub warm_started: bool,
+    /// Preconditioned CG only: the preconditioner used.
+    pub preconditioner: Option<PreconditionerInfo>,
+    /// Preconditioned CG only: where the time went.
+    pub timing: Option<Timing>,
 }
 
 impl fmt::Display for Info {
@@ -189,6 +239,30 @@ impl fmt::Display for Info {
         }
         if self.restarts > 0 {
             writeln!(f, "restarts:               {}", self.restarts)?;
+        }
+        if self.warm_started {
+            writeln!(f, "warm start:             yes")?;
+        }
+        if let Some(p) = &self.preconditioner {
+            writeln!(
+                f,
+                "preconditioner:         {} (rank {}, {:.1} vectors, {} bytes, {} build applications{})",
+                p.name,
+                p.rank,
+                p.vectors,
+                p.bytes,
+                p.build_applications,
+                if p.reused { ", reused" } else { "" }
+            )?;
+        }
+        if let Some(t) = &self.timing {
+            writeln!(
+                f,
+                "time:                   {:.3e} s ({:.3e} s operator, {:.3e} s preconditioner)",
+                t.total.as_secs_f64(),
+                t.operator.as_secs_f64(),
+                t.preconditioner.as_secs_f64()
+            )?;
         }
         write!(f, "residual history:       ")?;
         let h = &self.residual_history;

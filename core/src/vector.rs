@@ -135,6 +135,16 @@ fn axpby_slice_f32(y: &mut [f32], alpha: f64, x: &[f32], beta: f64) {
     }
 }
 
+/// Euclidean norm of an `f64` slice: the vectorised sum of squares of [`dot_f64`] when it is in
+/// the normal range, [`safe_norm`]'s rescaled sum otherwise (same results, same NaN/Inf rules).
+fn norm_f64(a: &[f64]) -> f64 {
+    let sumsq = dot_f64(a, a);
+    if sumsq.is_finite() && sumsq >= f64::MIN_POSITIVE / f64::EPSILON {
+        return sumsq.sqrt();
+    }
+    safe_norm(a.iter().copied())
+}
+
 impl Vector for Vec<f64> {
     fn dim(&self) -> usize {
         self.len()
@@ -143,7 +153,7 @@ impl Vector for Vec<f64> {
         dot_f64(self, other)
     }
     fn norm(&self) -> f64 {
-        safe_norm(self.iter().copied())
+        norm_f64(self)
     }
     fn axpy(&mut self, alpha: f64, x: &Self) {
         assert_eq!(self.len(), x.len(), "axpy: dimension mismatch");
@@ -191,7 +201,7 @@ impl Vector for Array1<f64> {
         with_slice!(self, a => with_slice!(other, b => dot_f64(a, b)))
     }
     fn norm(&self) -> f64 {
-        safe_norm(self.iter().copied())
+        with_slice!(self, a => norm_f64(a))
     }
     fn axpy(&mut self, alpha: f64, x: &Self) {
         self.scaled_add(alpha, x);

@@ -106,6 +106,7 @@ where
     let tol = tolerance(params.abs_tol, params.rel_tol, b.norm())?;
 
     let mut applications = 0usize;
+    let warm_started = x.norm() != 0.0;
     let mut ap = x.zeros_like();
     let mut r = b.clone();
     if x.norm() != 0.0 {
@@ -272,6 +273,9 @@ where
         contraction: None,
         spectrum,
         restarts,
+        warm_started,
+        preconditioner: None,
+        timing: None,
     };
     observer.on_finish(&info);
     Ok(info)

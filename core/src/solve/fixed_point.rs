@@ -125,6 +125,7 @@ where
 {
     validate(params)?;
     check_inputs(b, x)?;
+    let warm_started = x.norm() != 0.0;
     let b_norm = b.norm();
     let tol = tolerance(params.abs_tol, params.rel_tol, b_norm)?;
     // Relative rounding noise in a step is about eps·scale/step; below this floor a step ratio
@@ -267,6 +268,9 @@ where
         contraction,
         spectrum: None,
         restarts: 0,
+        warm_started,
+        preconditioner: None,
+        timing: None,
     };
     observer.on_finish(&info);
     Ok(info)

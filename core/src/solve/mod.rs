@@ -1,4 +1,5 @@
-//! Solvers for the implicit linear system `(I − Jᵀ) v = b`, one file each.
+//! Solvers for the implicit linear system `(I − Jᵀ) v = b`, one file each: [`fixed_point`],
+//! [`neumann`], [`cg`] and [`pcg`] (preconditioned CG, preconditioners in [`crate::precond`]).
 //!
 //! Every solver is a plain function `solve(op, b, x, &Params, observer) -> Result<Info>`: `x`
 //! holds the initial guess on entry and the solution on exit (on error, the last iterate).
@@ -7,6 +8,7 @@
 pub mod cg;
 pub mod fixed_point;
 pub mod neumann;
+pub mod pcg;
 
 use crate::error::{Error, Location, Result};
 use crate::vector::Vector;
