@@ -354,3 +354,37 @@ fn cg_never_returns_an_overflowed_iterate() {
         "{r:?} with iterate {x:?}"
     );
 }
+
+/// Found by the `pcg` fuzz target (fuzz/regressions/pcg/crash-2cf8…): with a target error and
+/// `verify_residual = false`, PCG reported `ErrorTarget` ("certified error target met") on an
+/// estimated bound. A target now always verifies the residual.
+#[test]
+fn pcg_error_target_is_always_certified() {
+    use ibau_core::precond::Jacobi;
+    use ibau_core::solve::pcg;
+    let a = array![[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]];
+    let b = array![1.0, -2.0, 0.5];
+    let mut x = Array1::zeros(3);
+    let mut m = Jacobi::from_diagonal(&[4.0, 3.0, 2.0]).unwrap();
+    let info = pcg::solve(
+        &mut DenseOperator::new(a.clone()),
+        &mut m,
+        &b,
+        &mut x,
+        &pcg::Params {
+            lambda_min: Some(1.0),
+            target_error: Some(1e-6),
+            verify_residual: false,
+            ..Default::default()
+        },
+        &mut (),
+    )
+    .unwrap();
+    assert_eq!(info.termination, Termination::ErrorTarget);
+    let bound = info.error_bound.unwrap();
+    assert!(bound.is_certified() && info.residual_verified, "{info:?}");
+    assert!(bound.value <= 1e-6);
+    let exact = ibau_core::dense::solve(&a, &b).unwrap();
+    let err = (&x - &exact).mapv(|v| v * v).sum().sqrt();
+    assert!(err <= bound.value, "error {err} > bound {}", bound.value);
+}

@@ -431,6 +431,144 @@ fn smallest_singular_value(a: &Array2<f64>) -> Option<f64> {
 }
 
 #[derive(Debug, Arbitrary)]
+struct PcgInput {
+    dim: u8,
+    shape: Shape,
+    matrix: Vec<Num>,
+    rhs: Vec<Num>,
+    x0: Vec<Num>,
+    /// `None`: Jacobi from the matrix's own diagonal; `Some`: an arbitrary diagonal.
+    diagonal: Option<Vec<Num>>,
+    max_iter: u8,
+    abs_tol: Num,
+    rel_tol: Num,
+    lambda_min: Option<Num>,
+    target_error: Option<Num>,
+    error_scale: Num,
+    verify_residual: bool,
+    max_restarts: u8,
+    require_convergence: bool,
+    fail_at: Option<u8>,
+}
+
+/// Preconditioned CG with a Jacobi preconditioner (the matrix's diagonal or an arbitrary one)
+/// and accuracy-driven stopping.
+///
+/// Contracts: as for CG in [`solvers`]; with `target_error` met, the certified bound is at most
+/// the target, and it holds against the dense solution whenever `A` is symmetric with
+/// `λ_min(A) ≥ lambda_min`.
+pub fn pcg(data: &[u8]) {
+    use ibau_core::precond::Jacobi;
+    use ibau_core::solve::pcg;
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Ok(input) = PcgInput::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let n = 1 + usize::from(input.dim) % MAX_DIM;
+    let a = shaped(matrix(&input.matrix, n, n), input.shape);
+    let b = vector(&input.rhs, n);
+    let mut x = vector(&input.x0, n);
+    let diag: Vec<f64> = match &input.diagonal {
+        None => (0..n).map(|i| a[[i, i]]).collect(),
+        Some(d) => vector(d, n).to_vec(),
+    };
+    let Ok(mut jacobi) = Jacobi::from_diagonal(&diag) else {
+        return;
+    };
+    let params = pcg::Params {
+        max_iter: usize::from(input.max_iter),
+        abs_tol: input.abs_tol.value(),
+        rel_tol: input.rel_tol.value(),
+        lambda_min: input.lambda_min.map(Num::value),
+        target_error: input.target_error.map(Num::value),
+        error_scale: input.error_scale.value(),
+        verify_residual: input.verify_residual,
+        max_restarts: usize::from(input.max_restarts),
+        require_convergence: input.require_convergence,
+        timing: false,
+    };
+    let mut op = Op {
+        m: a.clone(),
+        fail_at: input.fail_at.map(usize::from),
+        applications: 0,
+    };
+    let mut f = Fallible(|v: &Array1<f64>, out: &mut Array1<f64>| op.apply(v, out));
+    let info = match pcg::solve(&mut f, &mut jacobi, &b, &mut x, &params, &mut ()) {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    assert!(
+        x.iter().all(|v| v.is_finite()),
+        "Ok with a non-finite iterate"
+    );
+    assert!(
+        info.residual.is_finite() && info.residual >= 0.0,
+        "Ok with residual {}",
+        info.residual
+    );
+    if let Some(bound) = info.error_bound {
+        assert!(bound.value >= 0.0, "error bound {} < 0", bound.value);
+    }
+    if info.termination == Termination::ErrorTarget {
+        let (Some(bound), Some(target)) = (info.error_bound, params.target_error) else {
+            panic!("ErrorTarget without a bound or a target: {info:?}");
+        };
+        assert!(bound.is_certified(), "ErrorTarget with an estimated bound");
+        assert!(
+            bound.value * params.error_scale <= target * (1.0 + 1e-12),
+            "ErrorTarget with bound {} × scale {} > target {target}",
+            bound.value,
+            params.error_scale
+        );
+    }
+    if !(tame(a.iter().copied()) && tame(b.iter().copied()) && tame(x.iter().copied())) {
+        return;
+    }
+    let r_true = norm(&(&b - &a.dot(&x)));
+    let slack = residual_slack(&a, &x, &b);
+    if info.residual_verified {
+        assert!(
+            (r_true - info.residual).abs() <= slack + 1e-9 * info.residual,
+            "verified residual {} but true residual {r_true}",
+            info.residual
+        );
+        if info.termination == Termination::Converged {
+            assert!(
+                r_true <= info.tolerance + slack,
+                "converged with true residual {r_true} > tolerance {}",
+                info.tolerance
+            );
+        }
+    }
+    let Some(bound) = info.error_bound.filter(|b| b.is_certified()) else {
+        return;
+    };
+    if !params.lambda_min.is_some_and(|l| spd_with(&a, l)) {
+        return;
+    }
+    let Ok(x_star) = dense::solve(&a, &b) else {
+        return;
+    };
+    let Some(sigma_min) = smallest_singular_value(&a) else {
+        return;
+    };
+    let err = norm(&(&x - &x_star));
+    let tol = bound.value * (1.0 + 1e-7)
+        + (slack + 64.0 * f64::EPSILON * norm(&b)) / sigma_min
+        + 1e-9 * norm(&x_star);
+    assert!(
+        err <= tol,
+        "certified PCG bound {} violated: ‖x − x*‖ = {err} (σ_min(A) = {sigma_min}, info {info:?})",
+        bound.value
+    );
+}
+
+#[derive(Debug, Arbitrary)]
 struct HypergradientInput {
     dim_w: u8,
     dim_l: u8,

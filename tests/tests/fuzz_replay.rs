@@ -35,6 +35,11 @@ fn solvers() {
 }
 
 #[test]
+fn pcg() {
+    replay("pcg", targets::pcg);
+}
+
+#[test]
 fn hypergradient() {
     replay("hypergradient", targets::hypergradient);
 }
