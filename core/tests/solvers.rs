@@ -388,3 +388,42 @@ fn pcg_error_target_is_always_certified() {
     let err = (&x - &exact).mapv(|v| v * v).sum().sqrt();
     assert!(err <= bound.value, "error {err} > bound {}", bound.value);
 }
+
+/// Found by the `pcg` fuzz target (fuzz/regressions/pcg/crash-3dfb…): a subnormal
+/// `error_scale` made the residual threshold representable but the reported bound `‖r‖/λ_min`
+/// infinite, with `ErrorTarget` claimed. Such parameters are now refused.
+#[test]
+fn pcg_refuses_unrepresentable_error_targets() {
+    use ibau_core::precond::Identity;
+    use ibau_core::solve::pcg;
+    for (target, scale, lambda_min) in [
+        (2.0, 5.56e-309, 1e-300),
+        (1e-300, 1e300, 1.0),
+        (1e300, 1e-300, 1e300),
+    ] {
+        let mut x = Array1::zeros(1);
+        let r = pcg::solve(
+            &mut DenseOperator::new(array![[1.0]]),
+            &mut Identity,
+            &array![1.0],
+            &mut x,
+            &pcg::Params {
+                lambda_min: Some(lambda_min),
+                target_error: Some(target),
+                error_scale: scale,
+                ..Default::default()
+            },
+            &mut (),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidParameter {
+                    name: "target_error",
+                    ..
+                })
+            ),
+            "{target} {scale} {lambda_min}: {r:?}"
+        );
+    }
+}

@@ -117,11 +117,23 @@ fn validate(params: &Params) -> Result<()> {
                 reason: "must be finite and > 0",
             });
         }
-        if params.lambda_min.is_none() {
+        let Some(l) = params.lambda_min else {
             return Err(Error::InvalidParameter {
                 name: "target_error",
                 value: e,
                 reason: "needs a certified lambda_min to be certified",
+            });
+        };
+        // The stop is `‖r‖ ≤ (ε/scale)·λ_min`; both factors must be ordinary numbers, or the
+        // reported bound ‖r‖/λ_min could overflow while the threshold is met (found by the
+        // `pcg` fuzz target with a subnormal error_scale).
+        let per_unit = e / params.error_scale;
+        let threshold = per_unit * l;
+        if !(per_unit.is_normal() && threshold.is_normal()) {
+            return Err(Error::InvalidParameter {
+                name: "target_error",
+                value: e,
+                reason: "target_error/error_scale·lambda_min is not a normal positive number",
             });
         }
     }
@@ -175,7 +187,7 @@ where
     validate(params)?;
     check_inputs(b, x)?;
     let tol = match (params.target_error, params.lambda_min) {
-        (Some(e), Some(l)) => e * l / params.error_scale,
+        (Some(e), Some(l)) => e / params.error_scale * l,
         _ => tolerance(params.abs_tol, params.rel_tol, b.norm())?,
     };
     let mut op_clock = Clock {
