@@ -427,3 +427,31 @@ fn pcg_refuses_unrepresentable_error_targets() {
         );
     }
 }
+
+/// Found by the `pcg` fuzz target (fuzz/regressions/pcg/crash-279f…): as for CG, PCG could
+/// return `Ok` with an overflowed iterate when the residual was not verified.
+#[test]
+fn pcg_never_returns_an_overflowed_iterate() {
+    use ibau_core::precond::Identity;
+    use ibau_core::solve::pcg;
+    let mut x = array![f64::MAX];
+    let r = pcg::solve(
+        &mut DenseOperator::new(array![[0.65625]]),
+        &mut Identity,
+        &array![f64::MAX],
+        &mut x,
+        &pcg::Params {
+            max_iter: 99,
+            rel_tol: 0.0,
+            verify_residual: false,
+            max_restarts: 0,
+            require_convergence: false,
+            ..Default::default()
+        },
+        &mut (),
+    );
+    assert!(
+        matches!(r, Err(Error::NonFinite { .. })),
+        "{r:?} with iterate {x:?}"
+    );
+}

@@ -335,6 +335,13 @@ where
         }
     }
 
+    // As in CG: the recursive residual can stay finite while the iterate overflows (found by
+    // the `pcg` fuzz target); never return it as a result.
+    if !x.is_finite() {
+        return Err(Error::NonFinite {
+            at: Location::Iterate { iteration: k },
+        });
+    }
     // Ritz values of M⁻¹A; the β list may be one short after an exact solution.
     let spectrum = if betas.len() + 1 >= alphas.len() {
         lanczos::ritz_extremes(&alphas, &betas)

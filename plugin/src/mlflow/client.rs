@@ -36,6 +36,36 @@ use super::types::{
 };
 use crate::{Error, Result};
 
+/// The CA bundle MLflow's own client reads: PEM certificates trusted for `https://` servers
+/// instead of the system's.
+pub const CERT_PATH_ENV: &str = "MLFLOW_TRACKING_SERVER_CERT_PATH";
+
+/// TLS for `https://` tracking URIs (rustls): the certificates of `MLFLOW_TRACKING_SERVER_CERT_PATH`
+/// when set, else the platform's trust store (which holds corporate proxy and private CAs that
+/// Mozilla's bundled roots lack).
+fn tls_config() -> Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+    let roots = match std::env::var_os(CERT_PATH_ENV).filter(|p| !p.is_empty()) {
+        None => RootCerts::PlatformVerifier,
+        Some(path) => {
+            let shown = std::path::Path::new(&path).display().to_string();
+            let bad = |m: String| Error::MlflowInvalid(format!("{CERT_PATH_ENV}={shown}: {m}"));
+            let pem = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+            let mut certs = Vec::new();
+            for item in parse_pem(&pem) {
+                if let PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                    certs.push(c);
+                }
+            }
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in the file".into()));
+            }
+            RootCerts::new_with_certs(&certs)
+        }
+    };
+    Ok(TlsConfig::builder().root_certs(roots).build())
+}
+
 /// Bounded exponential backoff: attempt `k` (from 1) waits `initial · 2^(k−1)`, at most `max`,
 /// before attempt `k + 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -295,6 +325,7 @@ impl Client {
             ));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls_config()?)
             .http_status_as_error(false)
             .timeout_global(Some(retry.timeout))
             .user_agent("ibau-plugin-mlflow")
