@@ -102,6 +102,11 @@ pub fn parse_safetensors_header(bytes: &[u8]) -> Result<Vec<TensorEntry>> {
         ))
     })?;
     let data_len = rest.len() - n;
+    // The safetensors crate (and so tch) requires the JSON to start with `{` (found by the
+    // `safetensors` fuzz target: leading whitespace was accepted here, refused there).
+    if header.first() != Some(&b'{') {
+        return Err(bad("header does not start with '{'".into()));
+    }
     let text = std::str::from_utf8(header).map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
     let map: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
