@@ -19,7 +19,7 @@ use std::time::Instant;
 use ibau_core::solve::{cg, fixed_point};
 use ibau_core::{Info, Vector};
 use serde::{Deserialize, Serialize};
-use tch::nn::{Adam, OptimizerConfig};
+use tch::nn::{Adam, OptimizerConfig, Sgd};
 use tch::{Device, Kind, Tensor};
 
 use crate::attacks::Attack;
@@ -71,6 +71,63 @@ pub enum FailurePolicy {
     Abort,
 }
 
+/// How each round's universal perturbation δ is found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum InnerSearch {
+    /// The authors' (`defense.py`): one pass of SGD (lr `inner_lr`) over the clean set on
+    /// `−CE(f(x + δ), argmax f(x)) + reg·‖δ‖²`, optionally projected onto `‖δ‖₂ ≤ projection`.
+    Sgd,
+    /// Ours: a norm-bounded search for the perturbation that flips the most clean samples, with
+    /// the radius grown until one flips at least `flip_threshold` of them. At each radius r of
+    /// `radii` (increasing) and for each candidate — untargeted (raise `CE(f(x + δ), y)`) and
+    /// targeted at every class t (raise `log p_t(x + δ)` on the samples with y ≠ t) — δ starts
+    /// at 0 and takes `steps` full-batch normalised gradient steps `δ += step_fraction · r ·
+    /// g/‖g‖` on the first `samples` clean samples, projected onto `‖δ‖₂ ≤ r`. The candidate
+    /// with the highest flip rate wins; the search stops at the first radius where it reaches
+    /// `flip_threshold` (else the best over all radii is used).
+    ///
+    /// Why: a backdoor is a perturbation of small norm that sends (almost) every input to one
+    /// class, so it is the first candidate to reach a high flip rate as the radius grows —
+    /// found from 100 clean samples, where the authors' unbounded mini-batch SGD ascent ends at
+    /// a saturated, huge δ unrelated to the trigger (see the README).
+    ClassSearch {
+        /// Radii tried, increasing.
+        radii: Vec<f64>,
+        /// Gradient steps per candidate and radius.
+        steps: usize,
+        /// Step length as a fraction of the radius.
+        step_fraction: f64,
+        /// Flip rate that stops the radius schedule.
+        flip_threshold: f64,
+        /// Clean samples the search uses (the first ones; all if fewer).
+        samples: usize,
+    },
+}
+
+/// The outer optimizer on θ.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OuterOptimizer {
+    /// Adam (the authors').
+    Adam,
+    /// SGD with momentum.
+    Sgd {
+        /// Momentum.
+        momentum: f64,
+    },
+}
+
+fn default_inner() -> InnerSearch {
+    InnerSearch::Sgd
+}
+fn default_optimizer() -> OuterOptimizer {
+    OuterOptimizer::Adam
+}
+fn one() -> usize {
+    1
+}
+
 /// Settings of one unlearning run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +158,19 @@ pub struct UnlearnConfig {
     pub on_solver_failure: FailurePolicy,
     /// Seed of the batch order and the perturbed samples.
     pub seed: i64,
+    /// How δ is found each round (default: the authors' SGD pass).
+    #[serde(default = "default_inner")]
+    pub inner: InnerSearch,
+    /// The outer optimizer (default: Adam, as the authors).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OuterOptimizer,
+    /// Passes over the clean set per round, all with the round's δ (default 1, as the authors).
+    #[serde(default = "one")]
+    pub epochs_per_round: usize,
+    /// Clip perturbed images `x + δ` to the pixel range [0, 1] in the search and the outer loss
+    /// (default `false`, as the authors).
+    #[serde(default)]
+    pub clamp: bool,
 }
 
 impl UnlearnConfig {
@@ -121,12 +191,19 @@ impl UnlearnConfig {
             warm_start: false,
             on_solver_failure: FailurePolicy::DirectGradient,
             seed: 0,
+            inner: InnerSearch::Sgd,
+            optimizer: OuterOptimizer::Adam,
+            epochs_per_round: 1,
+            clamp: false,
         }
     }
 
     /// Our tuned preset for a clean set of `clean_size` samples (tuned on the defender's clean
-    /// pool only): smaller batches and enough rounds for at least 100 outer steps, half of each
-    /// batch perturbed, δ projected onto ‖δ‖₂ ≤ 10, warm-started solves.
+    /// pool only, never on the evaluation half): one round; δ by [`InnerSearch::ClassSearch`]
+    /// (radii 1–8, 20 steps, stop at a 90 % flip rate, on at most 500 samples), perturbed images
+    /// clipped to [0, 1], half of each batch perturbed; SGD with momentum 0.9 and lr 0.01 as the
+    /// outer optimizer; B = 100 and one pass for ≥ 1000 samples (50 steps on 5000), else
+    /// B = clean_size/5 (10–100) and enough passes for 100 outer steps; warm-started solves.
     pub fn tuned(clean_size: usize) -> Self {
         let batch_size = if clean_size >= 1000 {
             100
@@ -134,15 +211,37 @@ impl UnlearnConfig {
             (clean_size / 5).clamp(10, 100)
         };
         let batches = clean_size.div_ceil(batch_size).max(1);
-        let rounds = 100usize.div_ceil(batches).clamp(1, 100);
+        let epochs_per_round = if clean_size >= 1000 {
+            1
+        } else {
+            100usize.div_ceil(batches).clamp(1, 100)
+        };
         UnlearnConfig {
-            rounds,
+            rounds: 1,
             batch_size,
+            epochs_per_round,
+            outer_lr: 0.01,
+            optimizer: OuterOptimizer::Sgd { momentum: 0.9 },
             perturb_fraction: 0.5,
-            projection: Some(10.0),
+            projection: None,
             warm_start: true,
+            inner: InnerSearch::ClassSearch {
+                radii: vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
+                steps: 20,
+                step_fraction: 0.25,
+                flip_threshold: 0.9,
+                samples: 500,
+            },
+            clamp: true,
             ..Self::paper()
         }
+    }
+
+    /// Outer steps of a run on `clean_size` samples.
+    pub fn total_steps(&self, clean_size: usize) -> usize {
+        self.rounds
+            * self.epochs_per_round
+            * clean_size.div_ceil(self.batch_size.min(clean_size).max(1))
     }
 
     /// Checks ranges.
@@ -151,8 +250,41 @@ impl UnlearnConfig {
     /// [`Error::Config`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.rounds == 0 || self.batch_size == 0 {
-            return bad("rounds and batch_size must be ≥ 1".into());
+        if self.rounds == 0 || self.batch_size == 0 || self.epochs_per_round == 0 {
+            return bad("rounds, batch_size and epochs_per_round must be ≥ 1".into());
+        }
+        if let OuterOptimizer::Sgd { momentum } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return bad(format!("optimizer.momentum = {momentum} must be in [0, 1)"));
+            }
+        }
+        if let InnerSearch::ClassSearch {
+            radii,
+            steps,
+            step_fraction,
+            flip_threshold,
+            samples,
+        } = &self.inner
+        {
+            if radii.is_empty()
+                || radii.iter().any(|r| !(r.is_finite() && *r > 0.0))
+                || radii.windows(2).any(|w| w[1] <= w[0])
+            {
+                return bad(format!(
+                    "inner.radii = {radii:?} must be finite, > 0 and increasing"
+                ));
+            }
+            if *steps == 0 || *samples == 0 {
+                return bad("inner.steps and inner.samples must be ≥ 1".into());
+            }
+            if !(step_fraction.is_finite() && *step_fraction > 0.0) {
+                return bad(format!("inner.step_fraction = {step_fraction} must be > 0"));
+            }
+            if !(0.0..=1.0).contains(flip_threshold) {
+                return bad(format!(
+                    "inner.flip_threshold = {flip_threshold} must be in [0, 1]"
+                ));
+            }
         }
         for (name, v) in [
             ("outer_lr", self.outer_lr),
@@ -246,6 +378,19 @@ pub struct RoundReport {
     pub seconds: f64,
     /// Metrics after the round, when an evaluation set was given.
     pub metrics: Option<Metrics>,
+    /// What [`InnerSearch::ClassSearch`] chose (`None` for the authors' search and fine-tuning).
+    pub search: Option<SearchOutcome>,
+}
+
+/// What [`InnerSearch::ClassSearch`] chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOutcome {
+    /// The class δ sends the samples to (`None`: the untargeted candidate).
+    pub target: Option<i64>,
+    /// The radius it was found at.
+    pub radius: f64,
+    /// Fraction of the search samples it flips (to the target, or away from their label).
+    pub flip_rate: f64,
 }
 
 /// Receives per-step and per-round reports (MLflow and progress bars implement it).
@@ -287,7 +432,120 @@ pub(crate) fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> 
         .f_nll_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100)?)
 }
 
-/// The round's universal perturbation δ (detached).
+/// `x + δ`, clipped to [0, 1] when `clamp`.
+fn perturb(x: &Tensor, delta: &Tensor, clamp: bool) -> Result<Tensor> {
+    let z = x.f_add(delta)?;
+    Ok(if clamp { z.f_clamp(0.0, 1.0)? } else { z })
+}
+
+/// [`InnerSearch::ClassSearch`]: the round's δ (detached) and what was chosen.
+#[allow(clippy::too_many_arguments)]
+fn class_search(
+    model: &Model,
+    clean: &Split,
+    clamp: bool,
+    radii: &[f64],
+    steps: usize,
+    step_fraction: f64,
+    flip_threshold: f64,
+    samples: usize,
+) -> Result<(Tensor, SearchOutcome)> {
+    let device = model.vs.device();
+    let s = clean.slice(0, samples.min(clean.len()))?;
+    let x = s.images.f_to_device(device)?;
+    let y = s.labels.f_to_device(device)?;
+    let classes = tch::no_grad(|| -> Result<i64> {
+        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
+    })?;
+    let mut shape = x.size();
+    shape[0] = 1;
+    let mut best: Option<(Tensor, SearchOutcome)> = None;
+    for &radius in radii {
+        let mut best_here: Option<(Tensor, SearchOutcome)> = None;
+        for target in std::iter::once(None).chain((0..classes).map(Some)) {
+            let (xs, ys) = match target {
+                None => (x.shallow_clone(), y.shallow_clone()),
+                Some(t) => {
+                    let keep = y.f_ne(t)?.f_nonzero()?.f_squeeze_dim(1)?;
+                    let xs = x.f_index_select(0, &keep)?;
+                    let ys = xs.f_new_full(&[keep.size()[0]], t, (Kind::Int64, device))?;
+                    (xs, ys)
+                }
+            };
+            if xs.size()[0] == 0 {
+                continue;
+            }
+            let mut delta = Tensor::f_zeros(shape.as_slice(), (Kind::Float, device))?;
+            for step in 0..steps {
+                let d = delta.f_detach()?.f_set_requires_grad(true)?;
+                let logits = model.forward_t(&perturb(&xs, &d, clamp)?, false);
+                // Ascent on CE(·, y) (untargeted) or on −CE(·, t) = mean log p_t (targeted).
+                let loss = match target {
+                    None => cross_entropy(&logits, &ys)?,
+                    Some(_) => cross_entropy(&logits, &ys)?.f_neg()?,
+                };
+                let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
+                let gn = g[0].f_norm()?.f_double_value(&[])?;
+                if !gn.is_finite() {
+                    return Err(Error::Config(format!(
+                        "the perturbation search's gradient is not finite (step {step}, radius {radius})"
+                    )));
+                }
+                if gn == 0.0 {
+                    break;
+                }
+                delta = tch::no_grad(|| -> Result<Tensor> {
+                    let next = d
+                        .f_detach()?
+                        .f_add(&g[0].f_mul_scalar(step_fraction * radius / gn)?)?;
+                    let norm = next.f_norm()?.f_double_value(&[])?;
+                    Ok(if norm > radius {
+                        next.f_mul_scalar(radius / norm)?
+                    } else {
+                        next
+                    })
+                })?;
+            }
+            let flip_rate = tch::no_grad(|| -> Result<f64> {
+                let pred = model
+                    .forward_t(&perturb(&xs, &delta, clamp)?, false)
+                    .f_argmax(-1, false)?;
+                let hit = match target {
+                    None => pred.f_ne_tensor(&ys)?,
+                    Some(_) => pred.f_eq_tensor(&ys)?,
+                };
+                Ok(hit
+                    .f_to_kind(Kind::Double)?
+                    .f_mean(Kind::Double)?
+                    .f_double_value(&[])?)
+            })?;
+            if best_here.as_ref().is_none_or(|b| flip_rate > b.1.flip_rate) {
+                best_here = Some((
+                    delta,
+                    SearchOutcome {
+                        target,
+                        radius,
+                        flip_rate,
+                    },
+                ));
+            }
+        }
+        let Some(here) = best_here else { continue };
+        let done = here.1.flip_rate >= flip_threshold;
+        if best
+            .as_ref()
+            .is_none_or(|b| here.1.flip_rate > b.1.flip_rate)
+        {
+            best = Some(here);
+        }
+        if done {
+            break;
+        }
+    }
+    best.ok_or_else(|| Error::Config("the perturbation search found no candidate".into()))
+}
+
+/// The round's universal perturbation δ (detached), by the authors' SGD pass.
 fn perturbation(model: &Model, clean: &Split, cfg: &UnlearnConfig) -> Result<Tensor> {
     let device = model.vs.device();
     let mut delta =
@@ -299,14 +557,17 @@ fn perturbation(model: &Model, clean: &Split, cfg: &UnlearnConfig) -> Result<Ten
         let b = clean.slice(i, k)?;
         let x = b.images.f_to_device(device)?;
         let pseudo = tch::no_grad(|| model.forward_t(&x, false).f_argmax(-1, false))?;
-        let loss = cross_entropy(&model.forward_t(&x.f_add(&delta)?, false), &pseudo)?
-            .f_neg()?
-            .f_add(
-                &delta
-                    .f_square()?
-                    .f_sum(Kind::Float)?
-                    .f_mul_scalar(cfg.reg)?,
-            )?;
+        let loss = cross_entropy(
+            &model.forward_t(&perturb(&x, &delta, cfg.clamp)?, false),
+            &pseudo,
+        )?
+        .f_neg()?
+        .f_add(
+            &delta
+                .f_square()?
+                .f_sum(Kind::Float)?
+                .f_mul_scalar(cfg.reg)?,
+        )?;
         let g = Tensor::f_run_backward(&[&loss], &[&delta], false, false)?;
         tch::no_grad(|| -> Result<()> {
             let step = g[0].f_mul_scalar(cfg.inner_lr)?;
@@ -359,7 +620,14 @@ pub fn unlearn(
     }
     let device = model.vs.device();
     let params = model.parameters();
-    let mut opt = Adam::default().build(&model.vs, cfg.outer_lr)?;
+    let mut opt = match cfg.optimizer {
+        OuterOptimizer::Adam => Adam::default().build(&model.vs, cfg.outer_lr)?,
+        OuterOptimizer::Sgd { momentum } => Sgd {
+            momentum,
+            ..Default::default()
+        }
+        .build(&model.vs, cfg.outer_lr)?,
+    };
     let n = clean.len();
     let b = cfg.batch_size.min(n);
     let first = clean.slice(0, b)?.to_device(device)?;
@@ -375,103 +643,136 @@ pub fn unlearn(
     tch::manual_seed(crate::attacks::derive_seed(cfg.seed, "unlearn"));
     for round in 0..cfg.rounds {
         let start = Instant::now();
-        let delta = match cfg.method {
-            Method::Ibau => perturbation(model, clean, cfg)?,
-            Method::FineTune => Tensor::f_zeros([1, 1, 28, 28], (Kind::Float, device))?,
+        let (delta, search) = match (cfg.method, &cfg.inner) {
+            (Method::Ibau, InnerSearch::Sgd) => (perturbation(model, clean, cfg)?, None),
+            (
+                Method::Ibau,
+                InnerSearch::ClassSearch {
+                    radii,
+                    steps,
+                    step_fraction,
+                    flip_threshold,
+                    samples,
+                },
+            ) => {
+                let (d, o) = class_search(
+                    model,
+                    clean,
+                    cfg.clamp,
+                    radii,
+                    *steps,
+                    *step_fraction,
+                    *flip_threshold,
+                    *samples,
+                )?;
+                (d, Some(o))
+            }
+            (Method::FineTune, _) => (
+                Tensor::f_zeros([1, 1, 28, 28], (Kind::Float, device))?,
+                None,
+            ),
         };
-        let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
-        let mut i = 0;
-        while i < n {
-            let k = b.min(n - i);
-            let idx = perm.f_narrow(0, i as i64, k as i64)?;
-            i += k;
-            let x = clean.images.f_index_select(0, &idx)?.f_to_device(device)?;
-            let y = clean.labels.f_index_select(0, &idx)?.f_to_device(device)?;
-            let mut report = StepReport {
-                round,
-                step: summary.steps,
-                outer_loss: f64::NAN,
-                gradient_norm: f64::NAN,
-                solver: None,
-                solver_error: None,
-                metrics: None,
-            };
-            let grads = match cfg.method {
-                Method::FineTune => {
-                    let og = outer_gradients(
-                        |_w, _l| cross_entropy(&model.forward_t(&x, false), &y),
-                        &[delta.shallow_clone()],
-                        &params,
-                    )?;
-                    report.outer_loss = og.value;
-                    Some(og.grad_lambda)
-                }
-                Method::Ibau => {
-                    let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
-                    let chosen = Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?
-                        .f_narrow(0, 0, n_pert as i64)?;
-                    let mask = Tensor::f_zeros([k as i64], (Kind::Float, Device::Cpu))?
-                        .f_index_fill(0, &chosen, 1.0)?
-                        .f_view([k as i64, 1, 1, 1])?
-                        .f_to_device(device)?;
-                    let outer = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-                        cross_entropy(&model.forward_t(&x.f_add(&mask.f_mul(&w[0])?)?, false), &y)
-                    };
-                    let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-                        let ce = cross_entropy(
-                            &model.forward_t(&first.images.f_add(&w[0])?, false),
-                            &first.labels,
+        for _epoch in 0..cfg.epochs_per_round {
+            let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
+            let mut i = 0;
+            while i < n {
+                let k = b.min(n - i);
+                let idx = perm.f_narrow(0, i as i64, k as i64)?;
+                i += k;
+                let x = clean.images.f_index_select(0, &idx)?.f_to_device(device)?;
+                let y = clean.labels.f_index_select(0, &idx)?.f_to_device(device)?;
+                let mut report = StepReport {
+                    round,
+                    step: summary.steps,
+                    outer_loss: f64::NAN,
+                    gradient_norm: f64::NAN,
+                    solver: None,
+                    solver_error: None,
+                    metrics: None,
+                };
+                let grads = match cfg.method {
+                    Method::FineTune => {
+                        let og = outer_gradients(
+                            |_w, _l| cross_entropy(&model.forward_t(&x, false), &y),
+                            &[delta.shallow_clone()],
+                            &params,
                         )?;
-                        Ok(ce
-                            .f_neg()?
-                            .f_add(&w[0].f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?)?)
-                    };
-                    let map = GradientDescentMap::new(
-                        inner,
-                        &[delta.shallow_clone()],
-                        &params,
-                        cfg.fp_alpha,
-                    )?;
-                    let og = outer_gradients(outer, &[delta.shallow_clone()], &params)?;
-                    report.outer_loss = og.value;
-                    let direct = og.grad_lambda.clone();
-                    let start_v = if cfg.warm_start { warm.as_ref() } else { None };
-                    match map.hypergradient(og, &core_params, start_v, &mut ()) {
-                        Ok(hg) => {
-                            summary.hvps += hg.info.operator_applications + 1;
-                            report.solver = Some(hg.info);
-                            warm = Some(hg.v);
-                            Some(hg.gradient)
-                        }
-                        Err(e) => {
-                            summary.hvps += map.applications();
-                            summary.solver_failures += 1;
-                            report.solver_error = Some(e.to_string());
-                            if summary.first_solver_error.is_none() {
-                                summary.first_solver_error = Some(e.to_string());
+                        report.outer_loss = og.value;
+                        Some(og.grad_lambda)
+                    }
+                    Method::Ibau => {
+                        let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
+                        let chosen = Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?
+                            .f_narrow(0, 0, n_pert as i64)?;
+                        let mask = Tensor::f_zeros([k as i64], (Kind::Float, Device::Cpu))?
+                            .f_index_fill(0, &chosen, 1.0)?
+                            .f_view([k as i64, 1, 1, 1])?
+                            .f_to_device(device)?;
+                        let outer = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+                            cross_entropy(
+                                &model.forward_t(
+                                    &perturb(&x, &mask.f_mul(&w[0])?, cfg.clamp)?,
+                                    false,
+                                ),
+                                &y,
+                            )
+                        };
+                        let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+                            let ce = cross_entropy(
+                                &model.forward_t(&first.images.f_add(&w[0])?, false),
+                                &first.labels,
+                            )?;
+                            Ok(ce.f_neg()?.f_add(
+                                &w[0].f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?,
+                            )?)
+                        };
+                        let map = GradientDescentMap::new(
+                            inner,
+                            &[delta.shallow_clone()],
+                            &params,
+                            cfg.fp_alpha,
+                        )?;
+                        let og = outer_gradients(outer, &[delta.shallow_clone()], &params)?;
+                        report.outer_loss = og.value;
+                        let direct = og.grad_lambda.clone();
+                        let start_v = if cfg.warm_start { warm.as_ref() } else { None };
+                        match map.hypergradient(og, &core_params, start_v, &mut ()) {
+                            Ok(hg) => {
+                                summary.hvps += hg.info.operator_applications + 1;
+                                report.solver = Some(hg.info);
+                                warm = Some(hg.v);
+                                Some(hg.gradient)
                             }
-                            warm = None;
-                            match cfg.on_solver_failure {
-                                FailurePolicy::DirectGradient => Some(direct),
-                                FailurePolicy::Skip => None,
-                                FailurePolicy::Abort => return Err(e),
+                            Err(e) => {
+                                summary.hvps += map.applications();
+                                summary.solver_failures += 1;
+                                report.solver_error = Some(e.to_string());
+                                if summary.first_solver_error.is_none() {
+                                    summary.first_solver_error = Some(e.to_string());
+                                }
+                                warm = None;
+                                match cfg.on_solver_failure {
+                                    FailurePolicy::DirectGradient => Some(direct),
+                                    FailurePolicy::Skip => None,
+                                    FailurePolicy::Abort => return Err(e),
+                                }
                             }
                         }
                     }
+                };
+                match grads {
+                    Some(g) => {
+                        report.gradient_norm = g.norm();
+                        apply_gradient(&mut opt, &params, &g)?;
+                    }
+                    None => summary.skipped += 1,
                 }
-            };
-            match grads {
-                Some(g) => {
-                    report.gradient_norm = g.norm();
-                    apply_gradient(&mut opt, &params, &g)?;
+                if let (Some(e), true) = (&step_eval, observer.evaluate_after_step(summary.steps)) {
+                    report.metrics = Some(evaluate(model, &e.0, e.1)?);
                 }
-                None => summary.skipped += 1,
+                observer.on_step(&report);
+                summary.steps += 1;
             }
-            if let (Some(e), true) = (&step_eval, observer.evaluate_after_step(summary.steps)) {
-                report.metrics = Some(evaluate(model, &e.0, e.1)?);
-            }
-            observer.on_step(&report);
-            summary.steps += 1;
         }
         let seconds = start.elapsed().as_secs_f64();
         summary.round_seconds.push(seconds);
@@ -484,6 +785,7 @@ pub fn unlearn(
             delta_norm: delta.f_norm()?.f_double_value(&[])?,
             seconds,
             metrics,
+            search,
         });
     }
     Ok(summary)

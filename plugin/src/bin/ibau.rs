@@ -356,8 +356,23 @@ impl UnlearnObserver for Progress<'_> {
                 m.push(("acc", x.acc));
                 m.push(("asr", x.asr));
             }
+            if let Some(o) = r.search {
+                m.push(("search_radius", o.radius));
+                m.push(("search_flip_rate", o.flip_rate));
+                m.push(("search_target", o.target.map_or(-1.0, |t| t as f64)));
+            }
             let mut warned = true;
             track(t.log_metrics(&m, r.round as i64 + 1), &mut warned);
+        }
+        if let Some(o) = r.search {
+            self.pb.println(format!(
+                "  round {}: δ found for {} at radius {} (flips {:.1} % of the search samples)",
+                r.round + 1,
+                o.target
+                    .map_or("no single class".to_string(), |t| format!("class {t}")),
+                o.radius,
+                100.0 * o.flip_rate
+            ));
         }
         if let Some(m) = r.metrics {
             self.pb.println(format!(
@@ -538,7 +553,7 @@ fn run_unlearning(
 ) -> Result<Outcome> {
     let u = c.unlearn_config();
     let clean = d.clean_pool.slice(0, c.clean_size)?;
-    let steps = u.rounds * c.clean_size.div_ceil(u.batch_size.min(c.clean_size));
+    let steps = u.total_steps(c.clean_size);
     let mut obs = Progress {
         pb: bar(
             steps as u64,
