@@ -111,6 +111,11 @@ pub struct Params {
     /// Whether to extract a new recycle space after this solve; `false` keeps the current one
     /// (for a trajectory whose invariant subspaces do not move, once they are resolved).
     pub refine: bool,
+    /// Keep every search direction A-orthogonal to `W` (deflated CG, `2k` vector passes per
+    /// iteration). `false` projects only the initial guess (and the residual at a restart) onto
+    /// `W` and then runs plain PCG — "init-CG" (Erhel & Guyomarc'h 2000), cheaper per iteration;
+    /// rounding slowly brings the deflated components back, so it saves less on long solves.
+    pub deflate_directions: bool,
     /// Time the operator and preconditioner applications ([`Info::timing`]).
     pub timing: bool,
 }
@@ -131,6 +136,7 @@ impl Default for Params {
             stored_directions: 16,
             keep: Ritz::Smallest,
             refine: true,
+            deflate_directions: true,
             timing: true,
         }
     }
@@ -445,7 +451,9 @@ where
             pc_clock.run(|| m.apply(&r, &mut z))?;
             rho = precond_dot(&r, &z, it)?;
             p.copy_from(&z);
-            deflate(space, &chol, &mut coef, &z, &mut p);
+            if params.deflate_directions {
+                deflate(space, &chol, &mut coef, &z, &mut p);
+            }
             need_direction = false;
         }
         op_clock.run(|| apply_checked(a, &p, &mut ap, it + 1))?;
@@ -485,7 +493,9 @@ where
         rho = rho_new;
         // p ← z + βp − W C⁻¹ (AW)ᵀ z.
         p.axpby(1.0, &z, beta);
-        deflate(space, &chol, &mut coef, &z, &mut p);
+        if params.deflate_directions {
+            deflate(space, &chol, &mut coef, &z, &mut p);
+        }
     };
 
     if termination == Termination::MaxIterations {
