@@ -287,8 +287,8 @@ where
         }
         let alpha = rho / pap;
         x.axpy(alpha, &p);
-        r.axpy(-alpha, &ap);
-        let r_new = r.norm();
+        // One pass: the residual update and its norm.
+        let r_new = r.axpy_norm(-alpha, &ap);
         k += 1;
         if r_new == 0.0 {
             // Exact solution: no further direction is needed.
