@@ -1,7 +1,10 @@
 //! The core's side of `bench/hypergrad/run`: builds the benchmark instances from a seed, writes
 //! them as `.npy` for the JAXopt/torchopt script, computes high-accuracy reference hypergradients,
-//! runs our variants (CG, PCG-Jacobi, PCG-Nyström, warm-started/reused trajectories,
-//! accuracy-driven stopping) and prints one JSON document.
+//! runs our variants (CG, PCG-Jacobi, PCG-Nyström, warm-started/reused trajectories, deflated CG
+//! recycling Ritz vectors along the trajectory, accuracy-driven stopping) and prints one JSON
+//! document. The ridge operator splits its passes over `W` across `--threads` threads (2 by
+//! default: JAX's and torch's BLAS use both cores too); the solvers' vector work is
+//! single-threaded.
 //!
 //! Problems (float64, matrix-free):
 //! * `ridge-d{d}`: `G(w, λ) = ‖Xw − y‖²/(2n) + ½e^λ‖w‖²`, `E(w) = ‖X_v w − y_v‖²/(2m)`, with the
@@ -1095,7 +1098,11 @@ fn parse_args() -> Result<Args, String> {
         targets: None,
         recycle: 8,
         stored: 16,
-        keep_ridge: Ritz::Smallest,
+        // On ridge the bottom of the spectrum is a wide cluster just above e^λ (the diagonal
+        // part), the top a few dozen outliers (the low-rank part): deflating the largest Ritz
+        // vectors is what saves iterations there (260 vs 386 applications at d = 10⁵ in a tuning
+        // run, against 369 for the smallest).
+        keep_ridge: Ritz::Largest,
         refine_steps: usize::MAX,
         init_cg: false,
         threads: 2,

@@ -11,7 +11,9 @@
 //!    `p_j = z_j + β_{j−1} p_{j−1} − W C⁻¹ (AW)ᵀ z_j`, `z_j = M⁻¹ r_j`.
 //!
 //! Every iteration costs one application of `A`, one of `M⁻¹`, and `2k` extra vector passes
-//! (`k` dot products with `AW`, `k` updates with `W`). After the solve the recycle space is
+//! (`k` dot products with `AW`, `k` updates with `W`; fused by [`Vector::dot_many`] and
+//! [`Vector::axpy_many`]). With `deflate_directions = false` only step 1 is done (and repeated at
+//! a restart): "init-CG", the augmented CG of Erhel & Guyomarc'h (2000), no cost per iteration. After the solve the recycle space is
 //! replaced by the `k` Ritz vectors of `A` on `span(W, p_0, …, p_{m−1})` for the smallest (or the
 //! largest, [`Ritz`]) Ritz values: a Rayleigh–Ritz projection with `ZᵀAZ` and `ZᵀZ` computed
 //! from the stored vectors and their images (`(k + m)(m + 1)`-ish dot products, no application;
@@ -51,7 +53,9 @@
 //! used for a certified bound.
 //!
 //! Source: Y. Saad, M. Yeung, J. Erhel, F. Guyomarc'h, *A deflated version of the conjugate
-//! gradient algorithm*, SIAM J. Sci. Comput. 21(5), 2000, 1909–1926; recycling along sequences
+//! gradient algorithm*, SIAM J. Sci. Comput. 21(5), 2000, 1909–1926; J. Erhel, F. Guyomarc'h,
+//! *An augmented conjugate gradient method for solving consecutive symmetric positive definite
+//! linear systems*, SIAM J. Matrix Anal. Appl. 21(4), 2000; recycling along sequences
 //! of systems: M. L. Parks, E. de Sturler, G. Mackey, D. D. Johnson, S. Maiti, *Recycling Krylov
 //! subspaces for sequences of linear systems*, SIAM J. Sci. Comput. 28(5), 2006.
 
@@ -293,10 +297,10 @@ impl<V: Vector> RecycleSpace<V> {
         let mut row = vec![0.0; k];
         for i in 0..k {
             self.w[i].dot_many(&self.aw, &mut row);
-            for j in 0..k {
+            for (j, rj) in row.iter().enumerate() {
                 // Symmetrised: c_ij = ½(w_iᵀAw_j + w_jᵀAw_i).
-                self.c[i * k + j] += 0.5 * row[j];
-                self.c[j * k + i] += 0.5 * row[j];
+                self.c[i * k + j] += 0.5 * rj;
+                self.c[j * k + i] += 0.5 * rj;
             }
         }
         Ok(k)
