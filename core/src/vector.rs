@@ -15,7 +15,7 @@ use ndarray::Array1;
 /// programmer error and may panic; solvers check dimensions up front and report
 /// [`crate::Error::DimensionMismatch`] instead.
 ///
-/// Implementations are checked by [`crate::conformance`] (feature `test-suite`).
+/// Implementations are checked by `ibau_core::conformance` (feature `test-suite`).
 pub trait Vector: Clone {
     /// Number of scalar entries.
     fn dim(&self) -> usize;
