@@ -92,6 +92,40 @@ where
         );
 
         let mut z = x.clone();
+        let nz = z.axpy_norm(-0.75, &y);
+        let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a - 0.75 * b).collect();
+        close_vec("axpy_norm update", &to(&z), &want, tol.max(2.0 * eps));
+        let want_norm = want.iter().map(|a| a * a).sum::<f64>().sqrt();
+        close(
+            "axpy_norm norm",
+            nz,
+            want_norm,
+            want_norm,
+            tol.max(4.0 * eps),
+        );
+
+        // dot_many and axpy_many against 0..=6 vectors (groups of four and their remainders).
+        let many: Vec<Vec<f64>> = (0..6).map(|j| values(n, seed + 200 + j)).collect();
+        let many_v: Vec<V> = many.iter().map(|m| from(m)).collect();
+        let many_s: Vec<Vec<f64>> = many_v.iter().map(&to).collect();
+        for count in 0..=6 {
+            let mut out = vec![f64::NAN; count];
+            x.dot_many(&many_v[..count], &mut out);
+            for (j, o) in out.iter().enumerate() {
+                let r: f64 = xs.iter().zip(&many_s[j]).map(|(a, b)| a * b).sum();
+                let sc: f64 = xs.iter().zip(&many_s[j]).map(|(a, b)| (a * b).abs()).sum();
+                close("dot_many", *o, r, sc, tol);
+            }
+            let coeffs: Vec<f64> = (0..count).map(|j| 0.5 - 0.25 * j as f64).collect();
+            let mut z = x.clone();
+            z.axpy_many(&coeffs, &many_v[..count]);
+            let want: Vec<f64> = (0..n)
+                .map(|i| xs[i] + (0..count).map(|j| coeffs[j] * many_s[j][i]).sum::<f64>())
+                .collect();
+            close_vec("axpy_many", &to(&z), &want, tol.max(8.0 * eps));
+        }
+
+        let mut z = x.clone();
         z.axpby(1.5, &y, -0.5);
         let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| 1.5 * b - 0.5 * a).collect();
         close_vec("axpby", &to(&z), &want, tol.max(2.0 * eps));

@@ -93,6 +93,8 @@ pub enum SolverKind {
     ConjugateGradient,
     /// Preconditioned conjugate gradient.
     PreconditionedCg,
+    /// Deflated (recycled) preconditioned conjugate gradient.
+    DeflatedCg,
 }
 
 impl fmt::Display for SolverKind {
@@ -102,6 +104,7 @@ impl fmt::Display for SolverKind {
             SolverKind::Neumann => write!(f, "Neumann series"),
             SolverKind::ConjugateGradient => write!(f, "conjugate gradient"),
             SolverKind::PreconditionedCg => write!(f, "preconditioned conjugate gradient"),
+            SolverKind::DeflatedCg => write!(f, "deflated conjugate gradient"),
         }
     }
 }

@@ -15,7 +15,7 @@ use ndarray::Array1;
 /// programmer error and may panic; solvers check dimensions up front and report
 /// [`crate::Error::DimensionMismatch`] instead.
 ///
-/// Implementations are checked by [`crate::conformance`] (feature `test-suite`).
+/// Implementations are checked by `ibau_core::conformance` (feature `test-suite`).
 pub trait Vector: Clone {
     /// Number of scalar entries.
     fn dim(&self) -> usize;
@@ -40,6 +40,168 @@ pub trait Vector: Clone {
     /// solvers use it to tell rounding noise from a real signal.
     fn epsilon(&self) -> f64 {
         f64::EPSILON
+    }
+    /// `self ← self + alpha·x`, returning the new `‖self‖` (the residual update and its norm of
+    /// CG). Same results as [`Vector::axpy`] then [`Vector::norm`]; an implementation may fuse
+    /// them into one pass.
+    fn axpy_norm(&mut self, alpha: f64, x: &Self) -> f64 {
+        self.axpy(alpha, x);
+        self.norm()
+    }
+    /// `out[j] ← ⟨self, others[j]⟩` (the projections onto a recycle space). Same results as
+    /// [`Vector::dot`] for each; an implementation may compute them in one pass over `self`.
+    ///
+    /// # Panics
+    /// If `out` and `others` differ in length (programmer error).
+    fn dot_many(&self, others: &[Self], out: &mut [f64]) {
+        assert_eq!(others.len(), out.len(), "dot_many: length mismatch");
+        for (o, v) in out.iter_mut().zip(others) {
+            *o = self.dot(v);
+        }
+    }
+    /// `self ← self + Σ_j coeffs[j]·xs[j]` (a linear combination). Equal to successive
+    /// [`Vector::axpy`]s up to rounding (the order of the additions may differ); an
+    /// implementation may do it in one pass over `self`.
+    ///
+    /// # Panics
+    /// If `coeffs` and `xs` differ in length (programmer error).
+    fn axpy_many(&mut self, coeffs: &[f64], xs: &[Self]) {
+        assert_eq!(coeffs.len(), xs.len(), "axpy_many: length mismatch");
+        for (&c, x) in coeffs.iter().zip(xs) {
+            if c != 0.0 {
+                self.axpy(c, x);
+            }
+        }
+    }
+}
+
+/// `y ← y + αx` and `‖y‖` in one pass (the fast path of [`norm_f64`]; the rescaled norm when
+/// the sum of squares leaves the normal range).
+fn axpy_norm_f64(y: &mut [f64], alpha: f64, x: &[f64]) -> f64 {
+    assert_eq!(y.len(), x.len(), "axpy: dimension mismatch");
+    let mut acc = [0.0f64; 4];
+    let mut yc = y.chunks_exact_mut(4);
+    let mut xc = x.chunks_exact(4);
+    for (ys, xs) in (&mut yc).zip(&mut xc) {
+        for i in 0..4 {
+            ys[i] += alpha * xs[i];
+            acc[i] += ys[i] * ys[i];
+        }
+    }
+    let mut tail = 0.0;
+    for (yi, xi) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *yi += alpha * xi;
+        tail += *yi * *yi;
+    }
+    let sumsq = (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
+    if sumsq.is_finite() && sumsq >= f64::MIN_POSITIVE / f64::EPSILON {
+        return sumsq.sqrt();
+    }
+    safe_norm(y.iter().copied())
+}
+
+/// Dot products of `a` with up to four vectors in one pass, each with the four accumulators and
+/// the summation order of [`dot_f64`] (bitwise the same results).
+fn dot_group_f64<const N: usize>(a: &[f64], bs: [&[f64]; N]) -> [f64; N] {
+    let n = a.len();
+    for b in &bs {
+        assert_eq!(b.len(), n, "dot: dimension mismatch");
+    }
+    let mut acc = [[0.0f64; 4]; N];
+    let full = n / 4 * 4;
+    let mut i = 0;
+    while i < full {
+        for lane in 0..4 {
+            let ai = a[i + lane];
+            for j in 0..N {
+                acc[j][lane] += ai * bs[j][i + lane];
+            }
+        }
+        i += 4;
+    }
+    let mut out = [0.0f64; N];
+    for j in 0..N {
+        let mut tail = 0.0;
+        for t in full..n {
+            tail += a[t] * bs[j][t];
+        }
+        out[j] = (acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]) + tail;
+    }
+    out
+}
+
+/// `out[j] ← ⟨a, get(j)⟩` for `j < out.len()`, in groups of four (no allocation).
+fn dot_many_f64<'a>(a: &[f64], get: impl Fn(usize) -> &'a [f64], out: &mut [f64]) {
+    let count = out.len();
+    let mut j = 0;
+    while j < count {
+        let others = [
+            get(j),
+            get((j + 1).min(count - 1)),
+            get((j + 2).min(count - 1)),
+            get((j + 3).min(count - 1)),
+        ];
+        let others = |i: usize| others[i - j];
+        match count - j {
+            1 => {
+                out[j] = dot_f64(a, others(j));
+                j += 1;
+            }
+            2 => {
+                let r = dot_group_f64(a, [others(j), others(j + 1)]);
+                out[j..j + 2].copy_from_slice(&r);
+                j += 2;
+            }
+            3 => {
+                let r = dot_group_f64(a, [others(j), others(j + 1), others(j + 2)]);
+                out[j..j + 3].copy_from_slice(&r);
+                j += 3;
+            }
+            _ => {
+                let r = dot_group_f64(a, [others(j), others(j + 1), others(j + 2), others(j + 3)]);
+                out[j..j + 4].copy_from_slice(&r);
+                j += 4;
+            }
+        }
+    }
+}
+
+/// `y ← y + Σ_j c_j get(j)` for `j < coeffs.len()`, four vectors per pass over `y` (no
+/// allocation).
+fn axpy_many_f64<'a>(y: &mut [f64], coeffs: &[f64], get: impl Fn(usize) -> &'a [f64]) {
+    let n = y.len();
+    let count = coeffs.len();
+    for j in 0..count {
+        assert_eq!(get(j).len(), n, "axpy: dimension mismatch");
+    }
+    let xs = |j: usize| &get(j)[..n];
+    let mut j = 0;
+    while j < count {
+        match count - j {
+            1 => {
+                let (c0, x0) = (coeffs[j], xs(j));
+                for (yi, a) in y.iter_mut().zip(x0) {
+                    *yi += c0 * a;
+                }
+                j += 1;
+            }
+            2 | 3 => {
+                let (c0, c1) = (coeffs[j], coeffs[j + 1]);
+                let (x0, x1) = (xs(j), xs(j + 1));
+                for ((yi, a), b) in y.iter_mut().zip(x0).zip(x1) {
+                    *yi += c0 * a + c1 * b;
+                }
+                j += 2;
+            }
+            _ => {
+                let (c0, c1, c2, c3) = (coeffs[j], coeffs[j + 1], coeffs[j + 2], coeffs[j + 3]);
+                let (x0, x1, x2, x3) = (xs(j), xs(j + 1), xs(j + 2), xs(j + 3));
+                for ((((yi, a), b), c), d) in y.iter_mut().zip(x0).zip(x1).zip(x2).zip(x3) {
+                    *yi += (c0 * a + c1 * b) + (c2 * c + c3 * d);
+                }
+                j += 4;
+            }
+        }
     }
 }
 
@@ -176,6 +338,17 @@ impl Vector for Vec<f64> {
     fn is_finite(&self) -> bool {
         self.iter().all(|v| v.is_finite())
     }
+    fn axpy_norm(&mut self, alpha: f64, x: &Self) -> f64 {
+        axpy_norm_f64(self, alpha, x)
+    }
+    fn dot_many(&self, others: &[Self], out: &mut [f64]) {
+        assert_eq!(others.len(), out.len(), "dot_many: length mismatch");
+        dot_many_f64(self, |j| others[j].as_slice(), out);
+    }
+    fn axpy_many(&mut self, coeffs: &[f64], xs: &[Self]) {
+        assert_eq!(coeffs.len(), xs.len(), "axpy_many: length mismatch");
+        axpy_many_f64(self, coeffs, |j| xs[j].as_slice());
+    }
 }
 
 /// Runs `f` on the contiguous slice of an array, or on a contiguous copy when the array is a
@@ -225,6 +398,43 @@ impl Vector for Array1<f64> {
     }
     fn is_finite(&self) -> bool {
         self.iter().all(|v| v.is_finite())
+    }
+    fn axpy_norm(&mut self, alpha: f64, x: &Self) -> f64 {
+        match (self.as_slice_mut(), x.as_slice()) {
+            (Some(y), Some(xs)) => axpy_norm_f64(y, alpha, xs),
+            _ => {
+                self.axpy(alpha, x);
+                self.norm()
+            }
+        }
+    }
+    fn dot_many(&self, others: &[Self], out: &mut [f64]) {
+        assert_eq!(others.len(), out.len(), "dot_many: length mismatch");
+        let contiguous = others.iter().all(|o| o.as_slice().is_some());
+        match self.as_slice() {
+            Some(a) if contiguous => {
+                dot_many_f64(a, |j| others[j].as_slice().expect("contiguous"), out)
+            }
+            _ => {
+                for (o, v) in out.iter_mut().zip(others) {
+                    *o = self.dot(v);
+                }
+            }
+        }
+    }
+    fn axpy_many(&mut self, coeffs: &[f64], xs: &[Self]) {
+        assert_eq!(coeffs.len(), xs.len(), "axpy_many: length mismatch");
+        let contiguous = xs.iter().all(|o| o.as_slice().is_some());
+        match self.as_slice_mut() {
+            Some(y) if contiguous => {
+                axpy_many_f64(y, coeffs, |j| xs[j].as_slice().expect("contiguous"))
+            }
+            _ => {
+                for (&c, x) in coeffs.iter().zip(xs) {
+                    self.axpy(c, x);
+                }
+            }
+        }
     }
 }
 

@@ -60,6 +60,64 @@ impl Jacobi {
         })
     }
 
+    /// From the exact diagonal of `A₀`, for `A = A₀ + shift·I`, inverted in the storage of
+    /// `diagonal` (the preconditioner then holds one vector and nothing else is allocated).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an entry of `diag(A₀) + shift` that is `≤ 0`;
+    /// [`Error::NonFinite`].
+    pub fn from_diagonal_vec(mut diagonal: Vec<f64>, shift: f64) -> Result<Self> {
+        for d in diagonal.iter_mut() {
+            let e = *d + shift;
+            if !e.is_finite() {
+                return Err(Error::NonFinite {
+                    at: Location::Parameter,
+                });
+            }
+            if e <= 0.0 {
+                return Err(Error::InvalidParameter {
+                    name: "diagonal entry",
+                    value: e,
+                    reason: "a Jacobi preconditioner needs a positive diagonal",
+                });
+            }
+            *d = 1.0 / e;
+        }
+        Ok(Jacobi {
+            inv_diag: diagonal,
+            probes: 0,
+            build_applications: 0,
+            reused: false,
+        })
+    }
+
+    /// For `A + delta·I` (a shift along a trajectory): `M ← M + delta·I`, in place, and marks the
+    /// preconditioner as reused. The inverse is updated as `1/(1/m + delta)`, which costs a
+    /// relative rounding error of a few ε per shift — harmless, as any SPD `M` keeps PCG exact.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if an entry of `M + delta·I` is not positive (the
+    /// preconditioner is left unchanged); [`Error::NonFinite`].
+    pub fn shift(&mut self, delta: f64) -> Result<()> {
+        if !delta.is_finite() {
+            return Err(Error::NonFinite {
+                at: Location::Parameter,
+            });
+        }
+        if let Some(&bad) = self.inv_diag.iter().find(|&&i| 1.0 / i + delta <= 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "shifted diagonal entry",
+                value: 1.0 / bad + delta,
+                reason: "a Jacobi preconditioner needs a positive diagonal",
+            });
+        }
+        for i in self.inv_diag.iter_mut() {
+            *i = 1.0 / (1.0 / *i + delta);
+        }
+        self.reused = true;
+        Ok(())
+    }
+
     /// Estimates `diag(A)` from `probes` Rademacher vectors (`probes` applications of `a`), seeded.
     /// Entries below `floor · mean(estimate)` (e.g. `floor = 1e-3`) are raised to it.
     ///

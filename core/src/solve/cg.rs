@@ -192,8 +192,8 @@ where
         let alpha = ratio * ratio / curvature;
         let step = ratio * r_norm / curvature;
         x.axpy(step, &p);
-        r.axpy(-step, &ap);
-        let r_new = r.norm();
+        // One pass: the residual update and its norm.
+        let r_new = r.axpy_norm(-step, &ap);
         // r_norm > tol ≥ 0 here, so the ratio is defined.
         let beta = (r_new / r_norm) * (r_new / r_norm);
         if record_lanczos {

@@ -1,11 +1,13 @@
 //! Solvers for the implicit linear system `(I − Jᵀ) v = b`, one file each: [`fixed_point`],
-//! [`neumann`], [`cg`] and [`pcg`] (preconditioned CG, preconditioners in [`crate::precond`]).
+//! [`neumann`], [`cg`], [`pcg`] (preconditioned CG, preconditioners in [`crate::precond`]) and
+//! [`deflated_cg`] (deflated PCG recycling a Krylov subspace along a sequence of systems).
 //!
 //! Every solver is a plain function `solve(op, b, x, &Params, observer) -> Result<Info>`: `x`
 //! holds the initial guess on entry and the solution on exit (on error, the last iterate).
 //! Stopping uses `max(abs_tol, rel_tol·‖b‖)`.
 
 pub mod cg;
+pub mod deflated_cg;
 pub mod fixed_point;
 pub mod neumann;
 pub mod pcg;

@@ -92,7 +92,7 @@ impl Default for Params {
     }
 }
 
-fn validate(params: &Params) -> Result<()> {
+pub(crate) fn validate(params: &Params) -> Result<()> {
     if let Some(l) = params.lambda_min {
         if !(l.is_finite() && l > 0.0) {
             return Err(Error::InvalidParameter {
@@ -141,13 +141,13 @@ fn validate(params: &Params) -> Result<()> {
 }
 
 /// Times the closure when `on`.
-struct Clock {
-    on: bool,
-    total: Duration,
+pub(crate) struct Clock {
+    pub(crate) on: bool,
+    pub(crate) total: Duration,
 }
 
 impl Clock {
-    fn run<T>(&mut self, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn run<T>(&mut self, f: impl FnOnce() -> T) -> T {
         if self.on {
             let t = Instant::now();
             let out = f();
@@ -287,8 +287,8 @@ where
         }
         let alpha = rho / pap;
         x.axpy(alpha, &p);
-        r.axpy(-alpha, &ap);
-        let r_new = r.norm();
+        // One pass: the residual update and its norm.
+        let r_new = r.axpy_norm(-alpha, &ap);
         k += 1;
         if r_new == 0.0 {
             // Exact solution: no further direction is needed.
@@ -404,7 +404,7 @@ fn notify<V: Vector, Obs: Observer<V> + ?Sized>(
 }
 
 /// `rᵀz` for `z = M⁻¹r`, checked: finite, and `> 0` (an SPD `M` gives `rᵀM⁻¹r > 0` for `r ≠ 0`).
-fn precond_dot<V: Vector>(r: &V, z: &V, k: usize) -> Result<f64> {
+pub(crate) fn precond_dot<V: Vector>(r: &V, z: &V, k: usize) -> Result<f64> {
     if !z.is_finite() {
         return Err(Error::NonFinite {
             at: Location::Iterate { iteration: k },
@@ -427,7 +427,14 @@ fn precond_dot<V: Vector>(r: &V, z: &V, k: usize) -> Result<f64> {
 }
 
 /// `r ← b − A x`, returning `‖r‖`.
-fn true_residual<V, O>(a: &mut O, b: &V, x: &V, r: &mut V, ap: &mut V, k: usize) -> Result<f64>
+pub(crate) fn true_residual<V, O>(
+    a: &mut O,
+    b: &V,
+    x: &V,
+    r: &mut V,
+    ap: &mut V,
+    k: usize,
+) -> Result<f64>
 where
     V: Vector,
     O: Operator<V> + ?Sized,
