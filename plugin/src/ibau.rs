@@ -468,7 +468,7 @@ fn class_search(
                 Some(t) => {
                     let keep = y.f_ne(t)?.f_nonzero()?.f_squeeze_dim(1)?;
                     let xs = x.f_index_select(0, &keep)?;
-                    let ys = xs.f_new_full(&[keep.size()[0]], t, (Kind::Int64, device))?;
+                    let ys = xs.f_new_full([keep.size()[0]], t, (Kind::Int64, device))?;
                     (xs, ys)
                 }
             };

@@ -46,12 +46,7 @@ fn poison_train_unlearn_evaluate_on_real_mnist() {
     let after = train::evaluate(&model, &eval, &attack).unwrap();
     println!("before: {before:?}\nafter: {after:?}\n{summary:?}");
     assert!(summary.steps >= 100);
-    assert!(
-        after.asr <= before.asr - 0.3,
-        "ASR {} → {}",
-        before.asr,
-        after.asr
-    );
+    assert!(after.asr <= 0.2, "ASR {} → {}", before.asr, after.asr);
     assert!(
         after.acc >= before.acc - 0.05,
         "ACC {} → {}",

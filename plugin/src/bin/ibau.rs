@@ -789,7 +789,10 @@ fn sync() -> Result<()> {
 fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
     let mut o = o.clone();
     o.epochs = o.epochs.or(Some(1));
-    o.rounds = o.rounds.or(Some(1));
+    o.preset = o.preset.or(Some(Preset::Tuned));
+    if o.preset == Some(Preset::Paper) {
+        o.rounds = o.rounds.or(Some(1));
+    }
     let c = config(cli, &o)?;
     let start = Instant::now();
     let d = load_data(cli, c.dataset)?;
