@@ -167,6 +167,33 @@ mod tests {
     }
 
     #[test]
+    fn tuned_budgets_and_search_validation() {
+        use crate::ibau::InnerSearch;
+        assert_eq!(UnlearnConfig::tuned(5000).total_steps(5000), 50);
+        assert_eq!(UnlearnConfig::tuned(100).total_steps(100), 100);
+        assert_eq!(UnlearnConfig::paper().total_steps(100), 5);
+        let mut c = UnlearnConfig::tuned(100);
+        assert!(c.validate().is_ok());
+        if let InnerSearch::ClassSearch { radii, .. } = &mut c.inner {
+            *radii = vec![2.0, 1.0];
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("radii"), "{e}");
+        let mut c = UnlearnConfig::tuned(100);
+        c.epochs_per_round = 0;
+        assert!(c.validate().is_err());
+        let mut c = UnlearnConfig::tuned(100);
+        c.optimizer = crate::ibau::OuterOptimizer::Sgd { momentum: 1.0 };
+        assert!(c.validate().is_err());
+        // Configs written before these fields existed still parse, as the authors' defaults.
+        let old = ExperimentConfig::from_toml(
+            "[unlearn]\nmethod = \"ibau\"\nrounds = 5\nbatch_size = 100\nouter_lr = 0.001\ninner_lr = 10.0\nreg = 0.001\nfp_alpha = 0.1\nperturb_fraction = 0.01\nwarm_start = false\non_solver_failure = \"direct-gradient\"\nseed = 0\n[unlearn.solver]\nkind = \"fixed-point\"\nsteps = 5\n",
+        )
+        .unwrap();
+        assert_eq!(old.unlearn.unwrap(), UnlearnConfig::paper());
+    }
+
+    #[test]
     fn round_trip_through_toml() {
         let c = ExperimentConfig {
             unlearn: Some(UnlearnConfig::tuned(100)),
