@@ -58,6 +58,7 @@ pub mod observer;
 pub mod operator;
 pub mod precond;
 pub mod report;
+mod small;
 pub mod solve;
 pub mod vector;
 pub mod warm;

@@ -305,29 +305,10 @@ fn orthonormalize_keep<V: Vector>(mut y: Vec<V>) -> (Vec<V>, Vec<f64>) {
 
 /// Lower Cholesky factor of the `l × l` row-major SPD matrix `c`.
 fn cholesky(c: &[f64], l: usize) -> Result<Vec<f64>> {
-    let mut f = vec![0.0; l * l];
-    for j in 0..l {
-        let mut d = c[j * l + j];
-        for k in 0..j {
-            d -= f[j * l + k] * f[j * l + k];
-        }
-        if d.is_nan() || d <= 0.0 {
-            return Err(Error::NotPositiveDefinite {
-                iteration: 0,
-                curvature: d,
-            });
-        }
-        let djj = d.sqrt();
-        f[j * l + j] = djj;
-        for i in j + 1..l {
-            let mut s = c[i * l + j];
-            for k in 0..j {
-                s -= f[i * l + k] * f[j * l + k];
-            }
-            f[i * l + j] = s / djj;
-        }
-    }
-    Ok(f)
+    crate::small::cholesky(c, l).map_err(|d| Error::NotPositiveDefinite {
+        iteration: 0,
+        curvature: d,
+    })
 }
 
 /// One-sided Jacobi SVD (Hestenes) of the `l × l` row-major `g`: returns the left singular vectors

@@ -66,7 +66,7 @@ use crate::observer::{IterationState, Observer};
 use crate::operator::{apply_checked, Operator};
 use crate::precond::Preconditioner;
 use crate::report::{Bound, Info, SolverKind, Spectrum, Termination, Timing};
-use crate::solve::pcg::{precond_dot, true_residual, Clock};
+use crate::solve::pcg::{converged, precond_dot, true_residual, Clock};
 use crate::solve::{check_inputs, tolerance};
 use crate::vector::Vector;
 
@@ -583,14 +583,6 @@ where
     Ok(info)
 }
 
-fn converged(target: bool) -> Termination {
-    if target {
-        Termination::ErrorTarget
-    } else {
-        Termination::Converged
-    }
-}
-
 fn notify<V: Vector, Obs: Observer<V> + ?Sized>(
     observer: &mut Obs,
     k: usize,
@@ -819,34 +811,18 @@ fn extract<V: Vector>(
 /// Lower Cholesky factor of the `k × k` row-major `c`; a non-positive pivot proves `WᵀAW`, hence
 /// `A`, indefinite.
 fn cholesky(c: &[f64], k: usize) -> Result<Vec<f64>> {
-    let mut f = vec![0.0; k * k];
-    for j in 0..k {
-        let mut d = c[j * k + j];
-        for t in 0..j {
-            d -= f[j * k + t] * f[j * k + t];
-        }
+    crate::small::cholesky(c, k).map_err(|d| {
         if d.is_nan() {
-            return Err(Error::NonFinite {
+            Error::NonFinite {
                 at: Location::Iterate { iteration: 0 },
-            });
-        }
-        if d <= 0.0 {
-            return Err(Error::NotPositiveDefinite {
+            }
+        } else {
+            Error::NotPositiveDefinite {
                 iteration: 0,
                 curvature: d,
-            });
-        }
-        let djj = d.sqrt();
-        f[j * k + j] = djj;
-        for i in j + 1..k {
-            let mut s = c[i * k + j];
-            for t in 0..j {
-                s -= f[i * k + t] * f[j * k + t];
             }
-            f[i * k + j] = s / djj;
         }
-    }
-    Ok(f)
+    })
 }
 
 /// Solves `L Lᵀ y = c` in place.

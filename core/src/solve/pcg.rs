@@ -379,7 +379,8 @@ where
     Ok(info)
 }
 
-fn converged(target: bool) -> Termination {
+/// The termination of a converged solve: met the error target, or the residual tolerance.
+pub(crate) fn converged(target: bool) -> Termination {
     if target {
         Termination::ErrorTarget
     } else {
