@@ -455,3 +455,33 @@ fn pcg_never_returns_an_overflowed_iterate() {
         "{r:?} with iterate {x:?}"
     );
 }
+
+#[test]
+fn zero_cross_norm_gives_an_exact_bound_even_when_the_solve_bound_is_infinite() {
+    // Fuzz regression (fuzz/regressions/hypergradient/crash-c41369bf…): c = 0 times an infinite
+    // bound on ‖v − v*‖ was reported as a certified NaN.
+    use ibau_core::hypergradient::{hypergradient, Method, Params, Problem};
+    let j = Array2::from_diag(&array![0.5, 0.25]);
+    let mut problem = Problem {
+        jt: DenseOperator::new(j),
+        cross_t: DenseOperator::new(Array2::<f64>::zeros((1, 2))),
+        grad_w: array![1e308, 1e308],
+        grad_lambda: array![2.0],
+    };
+    let params = Params {
+        method: Method::FixedPoint(fixed_point::Params {
+            max_iter: 0,
+            require_convergence: false,
+            ..fixed_point::Params::default()
+        }),
+        contraction: Some(0.875),
+        symmetric: true,
+        cross_norm: Some(0.0),
+    };
+    let hg = hypergradient(&mut problem, &params, None, &mut ()).unwrap();
+    assert!(hg.info.error_bound.unwrap().value.is_infinite());
+    let bound = hg.error_bound.unwrap();
+    assert!(bound.is_certified());
+    assert!(bound.value == 0.0, "{bound:?}");
+    assert!((hg.gradient[0] - 2.0).abs() <= 0.0);
+}
