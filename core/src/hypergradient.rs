@@ -264,7 +264,7 @@ where
     let error_bound = match (cross_norm, info.error_bound) {
         // ‖∂_λΦ‖ ≤ 0 (the caller's certificate): the hypergradient is ∇_λE whatever v is, so it
         // is exact even where the solver's bound on v is infinite (0·∞ would be NaN).
-        (Some(c), Some(_)) if c == 0.0 => Some(Bound::certified(0.0)),
+        (Some(0.0), Some(_)) => Some(Bound::certified(0.0)),
         (Some(c), Some(b)) => Some(Bound {
             value: c * b.value,
             certainty: b.certainty,

@@ -191,6 +191,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.unlearn.unwrap(), UnlearnConfig::paper());
+        // A class search written before `shifts` existed keeps its old candidates.
+        let old_search = ExperimentConfig::from_toml(
+            "[unlearn]\nmethod = \"ibau\"\nrounds = 1\nbatch_size = 100\nouter_lr = 0.01\ninner_lr = 10.0\nreg = 0.001\nfp_alpha = 0.1\nperturb_fraction = 0.5\nwarm_start = true\non_solver_failure = \"direct-gradient\"\nseed = 0\n[unlearn.solver]\nkind = \"fixed-point\"\nsteps = 5\n[unlearn.inner]\nkind = \"class-search\"\nradii = [1.0, 2.0]\nsteps = 20\nstep_fraction = 0.25\nflip_threshold = 0.9\nsamples = 500\n",
+        )
+        .unwrap();
+        match old_search.unlearn.unwrap().inner {
+            InnerSearch::ClassSearch { shifts, radii, .. } => {
+                assert!(!shifts);
+                assert_eq!(radii, vec![1.0, 2.0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            UnlearnConfig::tuned(100).inner,
+            InnerSearch::ClassSearch { shifts: true, .. }
+        ));
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub enum InnerSearch {
     /// at 0 and takes `steps` full-batch normalised gradient steps `δ += step_fraction · r ·
     /// g/‖g‖` on the first `samples` clean samples, projected onto `‖δ‖₂ ≤ r`. The candidate
     /// with the highest flip rate wins; the search stops at the first radius where it reaches
-    /// `flip_threshold` (else the best over all radii is used).
+    /// `flip_threshold` (else the best over all radii is used). With `shifts`, the candidates
+    /// also include each label shift k = 1 … C−1 (raise `log p_{(y+k) mod C}(x + δ)` on all
+    /// samples): the all-to-all backdoor's form, which no single-class candidate matches.
     ///
     /// Why: a backdoor is a perturbation of small norm that sends (almost) every input to one
     /// class, so it is the first candidate to reach a high flip rate as the radius grows —
@@ -102,6 +104,9 @@ pub enum InnerSearch {
         flip_threshold: f64,
         /// Clean samples the search uses (the first ones; all if fewer).
         samples: usize,
+        /// Also try the label-shift candidates y → (y + k) mod C (default `false`).
+        #[serde(default)]
+        shifts: bool,
     },
 }
 
@@ -231,6 +236,7 @@ impl UnlearnConfig {
                 step_fraction: 0.25,
                 flip_threshold: 0.9,
                 samples: 500,
+                shifts: true,
             },
             clamp: true,
             ..Self::paper()
@@ -264,6 +270,7 @@ impl UnlearnConfig {
             step_fraction,
             flip_threshold,
             samples,
+            ..
         } = &self.inner
         {
             if radii.is_empty()
@@ -385,12 +392,33 @@ pub struct RoundReport {
 /// What [`InnerSearch::ClassSearch`] chose.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchOutcome {
-    /// The class δ sends the samples to (`None`: the untargeted candidate).
-    pub target: Option<i64>,
+    /// The candidate that won.
+    pub candidate: Candidate,
     /// The radius it was found at.
     pub radius: f64,
     /// Fraction of the search samples it flips (to the target, or away from their label).
     pub flip_rate: f64,
+}
+
+/// A candidate form of the backdoor in [`InnerSearch::ClassSearch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// Away from the true label (raise `CE(f(x + δ), y)`).
+    Untargeted,
+    /// To one class t (all-to-one).
+    Class(i64),
+    /// To the label shifted by k, `(y + k) mod C` (all-to-all).
+    Shift(i64),
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Candidate::Untargeted => write!(f, "no single class"),
+            Candidate::Class(t) => write!(f, "class {t}"),
+            Candidate::Shift(k) => write!(f, "label shift y → y+{k}"),
+        }
+    }
 }
 
 /// Receives per-step and per-round reports (MLflow and progress bars implement it).
@@ -423,6 +451,8 @@ pub struct Summary {
     pub hvps: usize,
     /// Wall time per round.
     pub round_seconds: Vec<f64>,
+    /// What [`InnerSearch::ClassSearch`] chose, per round (empty for other searches).
+    pub searches: Vec<SearchOutcome>,
 }
 
 /// Cross-entropy in the logits' dtype (`f32` models use libtorch's fused kernel).
@@ -438,6 +468,117 @@ fn perturb(x: &Tensor, delta: &Tensor, clamp: bool) -> Result<Tensor> {
     Ok(if clamp { z.f_clamp(0.0, 1.0)? } else { z })
 }
 
+/// Projects `delta` (in place, without recording gradients) onto the ball `‖δ‖₂ ≤ radius`.
+fn project_l2(delta: &mut Tensor, radius: f64) -> Result<()> {
+    let norm = delta.f_norm()?.f_double_value(&[])?;
+    if norm > radius {
+        let _ = delta.f_mul_scalar_(radius / norm)?;
+    }
+    Ok(())
+}
+
+/// The samples and labels a candidate is searched and scored on: all samples with their true
+/// labels (untargeted) or shifted labels, or the samples outside class t labelled t.
+fn candidate_set(
+    x: &Tensor,
+    y: &Tensor,
+    candidate: Candidate,
+    classes: i64,
+) -> Result<(Tensor, Tensor)> {
+    Ok(match candidate {
+        Candidate::Untargeted => (x.shallow_clone(), y.shallow_clone()),
+        Candidate::Class(t) => {
+            let keep = y.f_ne(t)?.f_nonzero()?.f_squeeze_dim(1)?;
+            let xs = x.f_index_select(0, &keep)?;
+            let ys = xs.f_new_full([keep.size()[0]], t, (Kind::Int64, x.device()))?;
+            (xs, ys)
+        }
+        Candidate::Shift(k) => (x.shallow_clone(), y.f_add_scalar(k)?.f_remainder(classes)?),
+    })
+}
+
+/// Fraction of `xs` that `delta` flips: away from `ys` (untargeted), else to `ys`.
+fn flip_rate(
+    model: &Model,
+    xs: &Tensor,
+    ys: &Tensor,
+    delta: &Tensor,
+    candidate: Candidate,
+    clamp: bool,
+) -> Result<f64> {
+    tch::no_grad(|| -> Result<f64> {
+        let pred = model
+            .forward_t(&perturb(xs, delta, clamp)?, false)
+            .f_argmax(-1, false)?;
+        let hit = match candidate {
+            Candidate::Untargeted => pred.f_ne_tensor(ys)?,
+            _ => pred.f_eq_tensor(ys)?,
+        };
+        Ok(hit
+            .f_to_kind(Kind::Double)?
+            .f_mean(Kind::Double)?
+            .f_double_value(&[])?)
+    })
+}
+
+/// The search samples of [`InnerSearch::ClassSearch`] on the model's device, and the number of
+/// classes.
+fn search_samples(model: &Model, clean: &Split, samples: usize) -> Result<(Tensor, Tensor, i64)> {
+    let device = model.vs.device();
+    let s = clean.slice(0, samples.min(clean.len()))?;
+    let x = s.images.f_to_device(device)?;
+    let y = s.labels.f_to_device(device)?;
+    let classes = tch::no_grad(|| -> Result<i64> {
+        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
+    })?;
+    Ok((x, y, classes))
+}
+
+/// The search's inner loop for one candidate and radius: `steps` normalised gradient steps
+/// from δ = 0, each projected onto `‖δ‖₂ ≤ radius`.
+#[allow(clippy::too_many_arguments)]
+fn optimise_delta(
+    model: &Model,
+    xs: &Tensor,
+    ys: &Tensor,
+    candidate: Candidate,
+    radius: f64,
+    steps: usize,
+    step_fraction: f64,
+    clamp: bool,
+) -> Result<Tensor> {
+    let mut shape = xs.size();
+    shape[0] = 1;
+    let mut delta = Tensor::f_zeros(shape.as_slice(), (Kind::Float, xs.device()))?;
+    for step in 0..steps {
+        let d = delta.f_detach()?.f_set_requires_grad(true)?;
+        let logits = model.forward_t(&perturb(xs, &d, clamp)?, false);
+        // Ascent on CE(·, y) (untargeted) or on −CE(·, t) = mean log p_t (targeted).
+        let loss = match candidate {
+            Candidate::Untargeted => cross_entropy(&logits, ys)?,
+            _ => cross_entropy(&logits, ys)?.f_neg()?,
+        };
+        let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
+        let gn = g[0].f_norm()?.f_double_value(&[])?;
+        if !gn.is_finite() {
+            return Err(Error::Config(format!(
+                "the perturbation search's gradient is not finite (step {step}, radius {radius})"
+            )));
+        }
+        if gn == 0.0 {
+            break;
+        }
+        delta = tch::no_grad(|| -> Result<Tensor> {
+            let mut next = d
+                .f_detach()?
+                .f_add(&g[0].f_mul_scalar(step_fraction * radius / gn)?)?;
+            project_l2(&mut next, radius)?;
+            Ok(next)
+        })?;
+    }
+    Ok(delta)
+}
+
 /// [`InnerSearch::ClassSearch`]: the round's δ (detached) and what was chosen.
 #[allow(clippy::too_many_arguments)]
 fn class_search(
@@ -449,81 +590,37 @@ fn class_search(
     step_fraction: f64,
     flip_threshold: f64,
     samples: usize,
+    shifts: bool,
 ) -> Result<(Tensor, SearchOutcome)> {
-    let device = model.vs.device();
-    let s = clean.slice(0, samples.min(clean.len()))?;
-    let x = s.images.f_to_device(device)?;
-    let y = s.labels.f_to_device(device)?;
-    let classes = tch::no_grad(|| -> Result<i64> {
-        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
-    })?;
-    let mut shape = x.size();
-    shape[0] = 1;
+    let (x, y, classes) = search_samples(model, clean, samples)?;
     let mut best: Option<(Tensor, SearchOutcome)> = None;
     for &radius in radii {
         let mut best_here: Option<(Tensor, SearchOutcome)> = None;
-        for target in std::iter::once(None).chain((0..classes).map(Some)) {
-            let (xs, ys) = match target {
-                None => (x.shallow_clone(), y.shallow_clone()),
-                Some(t) => {
-                    let keep = y.f_ne(t)?.f_nonzero()?.f_squeeze_dim(1)?;
-                    let xs = x.f_index_select(0, &keep)?;
-                    let ys = xs.f_new_full([keep.size()[0]], t, (Kind::Int64, device))?;
-                    (xs, ys)
-                }
-            };
+        let shift_candidates = if shifts { 1..classes } else { 0..0 };
+        let candidates = std::iter::once(Candidate::Untargeted)
+            .chain((0..classes).map(Candidate::Class))
+            .chain(shift_candidates.map(Candidate::Shift));
+        for candidate in candidates {
+            let (xs, ys) = candidate_set(&x, &y, candidate, classes)?;
             if xs.size()[0] == 0 {
                 continue;
             }
-            let mut delta = Tensor::f_zeros(shape.as_slice(), (Kind::Float, device))?;
-            for step in 0..steps {
-                let d = delta.f_detach()?.f_set_requires_grad(true)?;
-                let logits = model.forward_t(&perturb(&xs, &d, clamp)?, false);
-                // Ascent on CE(·, y) (untargeted) or on −CE(·, t) = mean log p_t (targeted).
-                let loss = match target {
-                    None => cross_entropy(&logits, &ys)?,
-                    Some(_) => cross_entropy(&logits, &ys)?.f_neg()?,
-                };
-                let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
-                let gn = g[0].f_norm()?.f_double_value(&[])?;
-                if !gn.is_finite() {
-                    return Err(Error::Config(format!(
-                        "the perturbation search's gradient is not finite (step {step}, radius {radius})"
-                    )));
-                }
-                if gn == 0.0 {
-                    break;
-                }
-                delta = tch::no_grad(|| -> Result<Tensor> {
-                    let next = d
-                        .f_detach()?
-                        .f_add(&g[0].f_mul_scalar(step_fraction * radius / gn)?)?;
-                    let norm = next.f_norm()?.f_double_value(&[])?;
-                    Ok(if norm > radius {
-                        next.f_mul_scalar(radius / norm)?
-                    } else {
-                        next
-                    })
-                })?;
-            }
-            let flip_rate = tch::no_grad(|| -> Result<f64> {
-                let pred = model
-                    .forward_t(&perturb(&xs, &delta, clamp)?, false)
-                    .f_argmax(-1, false)?;
-                let hit = match target {
-                    None => pred.f_ne_tensor(&ys)?,
-                    Some(_) => pred.f_eq_tensor(&ys)?,
-                };
-                Ok(hit
-                    .f_to_kind(Kind::Double)?
-                    .f_mean(Kind::Double)?
-                    .f_double_value(&[])?)
-            })?;
+            let delta = optimise_delta(
+                model,
+                &xs,
+                &ys,
+                candidate,
+                radius,
+                steps,
+                step_fraction,
+                clamp,
+            )?;
+            let flip_rate = flip_rate(model, &xs, &ys, &delta, candidate, clamp)?;
             if best_here.as_ref().is_none_or(|b| flip_rate > b.1.flip_rate) {
                 best_here = Some((
                     delta,
                     SearchOutcome {
-                        target,
+                        candidate,
                         radius,
                         flip_rate,
                     },
@@ -573,10 +670,7 @@ fn perturbation(model: &Model, clean: &Split, cfg: &UnlearnConfig) -> Result<Ten
             let step = g[0].f_mul_scalar(cfg.inner_lr)?;
             let _ = delta.f_sub_(&step)?;
             if let Some(r) = cfg.projection {
-                let norm = delta.f_norm()?.f_double_value(&[])?;
-                if norm > r {
-                    let _ = delta.f_mul_scalar_(r / norm)?;
-                }
+                project_l2(&mut delta, r)?;
             }
             Ok(())
         })?;
@@ -653,6 +747,7 @@ pub fn unlearn(
                     step_fraction,
                     flip_threshold,
                     samples,
+                    shifts,
                 },
             ) => {
                 let (d, o) = class_search(
@@ -664,6 +759,7 @@ pub fn unlearn(
                     *step_fraction,
                     *flip_threshold,
                     *samples,
+                    *shifts,
                 )?;
                 (d, Some(o))
             }
@@ -776,6 +872,7 @@ pub fn unlearn(
         }
         let seconds = start.elapsed().as_secs_f64();
         summary.round_seconds.push(seconds);
+        summary.searches.extend(search);
         let metrics = match eval {
             Some((split, attack)) => Some(evaluate(model, split, attack)?),
             None => None,
@@ -789,4 +886,25 @@ pub fn unlearn(
         });
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_sets_shift_labels_and_drop_the_target_class() {
+        let x = Tensor::from_slice(&[0.0f32, 1.0, 2.0, 3.0]).view([4, 1, 1, 1]);
+        let y = Tensor::from_slice(&[0i64, 3, 9, 3]);
+        let labels = |t: &Tensor| Vec::<i64>::try_from(t).unwrap();
+        let (xs, ys) = candidate_set(&x, &y, Candidate::Shift(1), 10).unwrap();
+        assert_eq!(xs.size()[0], 4);
+        assert_eq!(labels(&ys), vec![1, 4, 0, 4]);
+        let (xs, ys) = candidate_set(&x, &y, Candidate::Class(3), 10).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&xs.flatten(0, -1)).unwrap(), vec![0.0, 2.0]);
+        assert_eq!(labels(&ys), vec![3, 3]);
+        let (_, ys) = candidate_set(&x, &y, Candidate::Untargeted, 10).unwrap();
+        assert_eq!(labels(&ys), vec![0, 3, 9, 3]);
+        assert_eq!(Candidate::Shift(1).to_string(), "label shift y → y+1");
+    }
 }

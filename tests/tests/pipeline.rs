@@ -6,7 +6,7 @@
 
 use ibau_plugin::attacks::{Attack, AttackKind};
 use ibau_plugin::data::{self, DatasetName};
-use ibau_plugin::ibau::{unlearn, Method, UnlearnConfig};
+use ibau_plugin::ibau::{unlearn, Candidate, Method, UnlearnConfig};
 use ibau_plugin::models::{Arch, Model};
 use ibau_plugin::train::{self, TrainConfig};
 use tch::Device;
@@ -46,6 +46,9 @@ fn poison_train_unlearn_evaluate_on_real_mnist() {
     let after = train::evaluate(&model, &eval, &attack).unwrap();
     println!("before: {before:?}\nafter: {after:?}\n{summary:?}");
     assert!(summary.steps >= 100);
+    // The search names the backdoor's target class.
+    assert_eq!(summary.searches.len(), 1);
+    assert_eq!(summary.searches[0].candidate, Candidate::Class(0));
     assert!(after.asr <= 0.2, "ASR {} → {}", before.asr, after.asr);
     assert!(
         after.acc >= before.acc - 0.05,

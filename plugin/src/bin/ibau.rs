@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ibau_plugin::attacks::{Attack, AttackKind};
 use ibau_plugin::config::{ExperimentConfig, Preset};
 use ibau_plugin::data::{self, Data, DatasetName};
-use ibau_plugin::ibau::{self as ibau_loop, Method, RoundReport, StepReport, UnlearnObserver};
+use ibau_plugin::ibau::{
+    self as ibau_loop, Candidate, Method, RoundReport, StepReport, UnlearnObserver,
+};
 use ibau_plugin::mlflow::{RunStatus, Tracker, TrackerConfig};
 use ibau_plugin::models::{Arch, Model};
 use ibau_plugin::plots::{self, CurvePoint};
@@ -224,6 +226,16 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
+/// A line above the bar, or on stderr when the bar is hidden (not a terminal): `println` on a
+/// hidden indicatif bar prints nothing.
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
 fn train_poisoned(
     c: &ExperimentConfig,
     d: &Data,
@@ -359,30 +371,41 @@ impl UnlearnObserver for Progress<'_> {
             if let Some(o) = r.search {
                 m.push(("search_radius", o.radius));
                 m.push(("search_flip_rate", o.flip_rate));
-                m.push(("search_target", o.target.map_or(-1.0, |t| t as f64)));
+                // −1: untargeted; the class for all-to-one; 100 + k for the label shift by k.
+                let code = match o.candidate {
+                    Candidate::Untargeted => -1.0,
+                    Candidate::Class(t) => t as f64,
+                    Candidate::Shift(k) => (100 + k) as f64,
+                };
+                m.push(("search_target", code));
             }
             let mut warned = true;
             track(t.log_metrics(&m, r.round as i64 + 1), &mut warned);
         }
         if let Some(o) = r.search {
-            self.pb.println(format!(
-                "  round {}: δ found for {} at radius {} (flips {:.1} % of the search samples)",
-                r.round + 1,
-                o.target
-                    .map_or("no single class".to_string(), |t| format!("class {t}")),
-                o.radius,
-                100.0 * o.flip_rate
-            ));
+            say(
+                &self.pb,
+                format!(
+                    "  round {}: δ found for {} at radius {} (flips {:.1} % of the search samples)",
+                    r.round + 1,
+                    o.candidate,
+                    o.radius,
+                    100.0 * o.flip_rate
+                ),
+            );
         }
         if let Some(m) = r.metrics {
-            self.pb.println(format!(
-                "  round {}: ACC {:.2} %, ASR {:.2} %, ‖δ‖ {:.2}, {:.1} s",
-                r.round + 1,
-                100.0 * m.acc,
-                100.0 * m.asr,
-                r.delta_norm,
-                r.seconds
-            ));
+            say(
+                &self.pb,
+                format!(
+                    "  round {}: ACC {:.2} %, ASR {:.2} %, ‖δ‖ {:.2}, {:.1} s",
+                    r.round + 1,
+                    100.0 * m.acc,
+                    100.0 * m.asr,
+                    r.delta_norm,
+                    r.seconds
+                ),
+            );
         }
     }
 }
@@ -934,8 +957,15 @@ fn sweep(
                             let m = copy_model(&model, device)?;
                             let r = run_unlearning(cli, &c2, &m, &d, &attack, false, None)?;
                             let u = c2.unlearn_config();
+                            // The last round's search outcome (ClassSearch only).
+                            let search = r.summary.searches.last().map_or(String::new(), |o| {
+                                format!(
+                                    ",\"search\":{{\"candidate\":\"{}\",\"radius\":{},\"flip_rate\":{}}}",
+                                    o.candidate, o.radius, o.flip_rate
+                                )
+                            });
                             let line = format!(
-                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}}}",
+                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}{search}}}",
                                 dataset, attack_kind, c.arch, seed, clean_size, preset, method, u.rounds, u.batch_size,
                                 before.acc, before.asr, r.after.acc, r.after.asr, r.seconds, r.summary.round_seconds,
                                 r.summary.solver_failures, r.summary.steps, r.summary.hvps
