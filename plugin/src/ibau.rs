@@ -205,7 +205,8 @@ impl UnlearnConfig {
 
     /// Our tuned preset for a clean set of `clean_size` samples (tuned on the defender's clean
     /// pool only, never on the evaluation half): one round; δ by [`InnerSearch::ClassSearch`]
-    /// (radii 1–8, 20 steps, stop at a 90 % flip rate, on at most 500 samples), perturbed images
+    /// (radii 1–8, 20 steps, stop at a 90 % flip rate, on at most 500 samples, with the
+    /// label-shift candidates), perturbed images
     /// clipped to [0, 1], half of each batch perturbed; SGD with momentum 0.9 and lr 0.01 as the
     /// outer optimizer; B = 100 and one pass for ≥ 1000 samples (50 steps on 5000), else
     /// B = clean_size/5 (10–100) and enough passes for 100 outer steps; warm-started solves.
@@ -901,7 +902,10 @@ mod tests {
         assert_eq!(xs.size()[0], 4);
         assert_eq!(labels(&ys), vec![1, 4, 0, 4]);
         let (xs, ys) = candidate_set(&x, &y, Candidate::Class(3), 10).unwrap();
-        assert_eq!(Vec::<f32>::try_from(&xs.flatten(0, -1)).unwrap(), vec![0.0, 2.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(&xs.flatten(0, -1)).unwrap(),
+            vec![0.0, 2.0]
+        );
         assert_eq!(labels(&ys), vec![3, 3]);
         let (_, ys) = candidate_set(&x, &y, Candidate::Untargeted, 10).unwrap();
         assert_eq!(labels(&ys), vec![0, 3, 9, 3]);
