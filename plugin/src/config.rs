@@ -168,13 +168,13 @@ mod tests {
 
     #[test]
     fn tuned_budgets_and_search_validation() {
-        use crate::ibau::InnerSearch;
+        use crate::ibau::{ClassSearch, InnerSearch};
         assert_eq!(UnlearnConfig::tuned(5000).total_steps(5000), 50);
         assert_eq!(UnlearnConfig::tuned(100).total_steps(100), 100);
         assert_eq!(UnlearnConfig::paper().total_steps(100), 5);
         let mut c = UnlearnConfig::tuned(100);
         assert!(c.validate().is_ok());
-        if let InnerSearch::ClassSearch { radii, .. } = &mut c.inner {
+        if let InnerSearch::ClassSearch(ClassSearch { radii, .. }) = &mut c.inner {
             *radii = vec![2.0, 1.0];
         }
         let e = c.validate().unwrap_err().to_string();
@@ -197,7 +197,7 @@ mod tests {
         )
         .unwrap();
         match old_search.unlearn.unwrap().inner {
-            InnerSearch::ClassSearch { shifts, radii, .. } => {
+            InnerSearch::ClassSearch(ClassSearch { shifts, radii, .. }) => {
                 assert!(!shifts);
                 assert_eq!(radii, vec![1.0, 2.0]);
             }
@@ -205,7 +205,7 @@ mod tests {
         }
         assert!(matches!(
             UnlearnConfig::tuned(100).inner,
-            InnerSearch::ClassSearch { shifts: true, .. }
+            InnerSearch::ClassSearch(ClassSearch { shifts: true, .. })
         ));
     }
 

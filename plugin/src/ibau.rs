@@ -93,21 +93,26 @@ pub enum InnerSearch {
     /// class, so it is the first candidate to reach a high flip rate as the radius grows —
     /// found from 100 clean samples, where the authors' unbounded mini-batch SGD ascent ends at
     /// a saturated, huge δ unrelated to the trigger (see the README).
-    ClassSearch {
-        /// Radii tried, increasing.
-        radii: Vec<f64>,
-        /// Gradient steps per candidate and radius.
-        steps: usize,
-        /// Step length as a fraction of the radius.
-        step_fraction: f64,
-        /// Flip rate that stops the radius schedule.
-        flip_threshold: f64,
-        /// Clean samples the search uses (the first ones; all if fewer).
-        samples: usize,
-        /// Also try the label-shift candidates y → (y + k) mod C (default `false`).
-        #[serde(default)]
-        shifts: bool,
-    },
+    ClassSearch(ClassSearch),
+}
+
+/// The settings of [`InnerSearch::ClassSearch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSearch {
+    /// Radii tried, increasing.
+    pub radii: Vec<f64>,
+    /// Gradient steps per candidate and radius.
+    pub steps: usize,
+    /// Step length as a fraction of the radius.
+    pub step_fraction: f64,
+    /// Flip rate that stops the radius schedule.
+    pub flip_threshold: f64,
+    /// Clean samples the search uses (the first ones; all if fewer).
+    pub samples: usize,
+    /// Also try the label-shift candidates y → (y + k) mod C (default `false`).
+    #[serde(default)]
+    pub shifts: bool,
 }
 
 /// The outer optimizer on θ.
@@ -231,14 +236,14 @@ impl UnlearnConfig {
             perturb_fraction: 0.5,
             projection: None,
             warm_start: true,
-            inner: InnerSearch::ClassSearch {
+            inner: InnerSearch::ClassSearch(ClassSearch {
                 radii: vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
                 steps: 20,
                 step_fraction: 0.25,
                 flip_threshold: 0.9,
                 samples: 500,
                 shifts: true,
-            },
+            }),
             clamp: true,
             ..Self::paper()
         }
@@ -265,14 +270,14 @@ impl UnlearnConfig {
                 return bad(format!("optimizer.momentum = {momentum} must be in [0, 1)"));
             }
         }
-        if let InnerSearch::ClassSearch {
+        if let InnerSearch::ClassSearch(ClassSearch {
             radii,
             steps,
             step_fraction,
             flip_threshold,
             samples,
             ..
-        } = &self.inner
+        }) = &self.inner
         {
             if radii.is_empty()
                 || radii.iter().any(|r| !(r.is_finite() && *r > 0.0))
@@ -522,36 +527,21 @@ fn flip_rate(
     })
 }
 
-/// The search samples of [`InnerSearch::ClassSearch`] on the model's device, and the number of
-/// classes.
-fn search_samples(model: &Model, clean: &Split, samples: usize) -> Result<(Tensor, Tensor, i64)> {
-    let device = model.vs.device();
-    let s = clean.slice(0, samples.min(clean.len()))?;
-    let x = s.images.f_to_device(device)?;
-    let y = s.labels.f_to_device(device)?;
-    let classes = tch::no_grad(|| -> Result<i64> {
-        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
-    })?;
-    Ok((x, y, classes))
-}
-
-/// The search's inner loop for one candidate and radius: `steps` normalised gradient steps
-/// from δ = 0, each projected onto `‖δ‖₂ ≤ radius`.
-#[allow(clippy::too_many_arguments)]
+/// The search's inner loop for one candidate and radius: `search.steps` normalised gradient
+/// steps from δ = 0, each projected onto `‖δ‖₂ ≤ radius`.
 fn optimise_delta(
     model: &Model,
     xs: &Tensor,
     ys: &Tensor,
     candidate: Candidate,
     radius: f64,
-    steps: usize,
-    step_fraction: f64,
+    search: &ClassSearch,
     clamp: bool,
 ) -> Result<Tensor> {
     let mut shape = xs.size();
     shape[0] = 1;
     let mut delta = Tensor::f_zeros(shape.as_slice(), (Kind::Float, xs.device()))?;
-    for step in 0..steps {
+    for step in 0..search.steps {
         let d = delta.f_detach()?.f_set_requires_grad(true)?;
         let logits = model.forward_t(&perturb(xs, &d, clamp)?, false);
         // Ascent on CE(·, y) (untargeted) or on −CE(·, t) = mean log p_t (targeted).
@@ -572,7 +562,7 @@ fn optimise_delta(
         delta = tch::no_grad(|| -> Result<Tensor> {
             let mut next = d
                 .f_detach()?
-                .f_add(&g[0].f_mul_scalar(step_fraction * radius / gn)?)?;
+                .f_add(&g[0].f_mul_scalar(search.step_fraction * radius / gn)?)?;
             project_l2(&mut next, radius)?;
             Ok(next)
         })?;
@@ -581,23 +571,23 @@ fn optimise_delta(
 }
 
 /// [`InnerSearch::ClassSearch`]: the round's δ (detached) and what was chosen.
-#[allow(clippy::too_many_arguments)]
 fn class_search(
     model: &Model,
     clean: &Split,
     clamp: bool,
-    radii: &[f64],
-    steps: usize,
-    step_fraction: f64,
-    flip_threshold: f64,
-    samples: usize,
-    shifts: bool,
+    search: &ClassSearch,
 ) -> Result<(Tensor, SearchOutcome)> {
-    let (x, y, classes) = search_samples(model, clean, samples)?;
+    let device = model.vs.device();
+    let s = clean.slice(0, search.samples.min(clean.len()))?;
+    let x = s.images.f_to_device(device)?;
+    let y = s.labels.f_to_device(device)?;
+    let classes = tch::no_grad(|| -> Result<i64> {
+        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
+    })?;
     let mut best: Option<(Tensor, SearchOutcome)> = None;
-    for &radius in radii {
+    for &radius in &search.radii {
         let mut best_here: Option<(Tensor, SearchOutcome)> = None;
-        let shift_candidates = if shifts { 1..classes } else { 0..0 };
+        let shift_candidates = if search.shifts { 1..classes } else { 0..0 };
         let candidates = std::iter::once(Candidate::Untargeted)
             .chain((0..classes).map(Candidate::Class))
             .chain(shift_candidates.map(Candidate::Shift));
@@ -606,16 +596,7 @@ fn class_search(
             if xs.size()[0] == 0 {
                 continue;
             }
-            let delta = optimise_delta(
-                model,
-                &xs,
-                &ys,
-                candidate,
-                radius,
-                steps,
-                step_fraction,
-                clamp,
-            )?;
+            let delta = optimise_delta(model, &xs, &ys, candidate, radius, search, clamp)?;
             let flip_rate = flip_rate(model, &xs, &ys, &delta, candidate, clamp)?;
             if best_here.as_ref().is_none_or(|b| flip_rate > b.1.flip_rate) {
                 best_here = Some((
@@ -629,7 +610,7 @@ fn class_search(
             }
         }
         let Some(here) = best_here else { continue };
-        let done = here.1.flip_rate >= flip_threshold;
+        let done = here.1.flip_rate >= search.flip_threshold;
         if best
             .as_ref()
             .is_none_or(|b| here.1.flip_rate > b.1.flip_rate)
@@ -740,28 +721,8 @@ pub fn unlearn(
         let start = Instant::now();
         let (delta, search) = match (cfg.method, &cfg.inner) {
             (Method::Ibau, InnerSearch::Sgd) => (perturbation(model, clean, cfg)?, None),
-            (
-                Method::Ibau,
-                InnerSearch::ClassSearch {
-                    radii,
-                    steps,
-                    step_fraction,
-                    flip_threshold,
-                    samples,
-                    shifts,
-                },
-            ) => {
-                let (d, o) = class_search(
-                    model,
-                    clean,
-                    cfg.clamp,
-                    radii,
-                    *steps,
-                    *step_fraction,
-                    *flip_threshold,
-                    *samples,
-                    *shifts,
-                )?;
+            (Method::Ibau, InnerSearch::ClassSearch(search)) => {
+                let (d, o) = class_search(model, clean, cfg.clamp, search)?;
                 (d, Some(o))
             }
             (Method::FineTune, _) => (
