@@ -43,12 +43,33 @@ def main(paths):
                     r["ft_acc"].append(d["acc_after"])
                     r["ft_asr"].append(d["asr_after"])
     order.sort(key=lambda k: (paths_rank(k[0]), ATTACKS.index(k[1]) if k[1] in ATTACKS else 99, -k[2]))
-    print("| data | attack | clean | seeds | ACC before | ASR before | I-BAU (tuned) ACC | I-BAU ASR | fine-tune ACC | fine-tune ASR |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| data | attack | clean | seeds | ACC before | ASR before | I-BAU (tuned) ACC | I-BAU ASR | ACC drop | issue 6 target | fine-tune ACC | fine-tune ASR |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for k in order:
         r = rows[k]
         cols = [ms(r[c]) if r[c] else "–" for c in ("acc_before", "asr_before", "ibau_acc", "ibau_asr", "ft_acc", "ft_asr")]
+        drop, verdict = "–", "–"
+        if r["ibau_acc"]:
+            drop_pt = 100 * (statistics.mean(r["acc_before"]) - statistics.mean(r["ibau_acc"]))
+            asr = 100 * statistics.mean(r["ibau_asr"])
+            drop = f"{drop_pt:.2f}"
+            verdict = target(k[2], asr, drop_pt)
+        cols = cols[:4] + [drop, verdict] + cols[4:]
         print(f"| {k[0]} | {k[1]} | {k[2]} | {len(r['ibau_acc'])} | " + " | ".join(cols) + " |")
+
+
+def target(clean_size, asr, drop):
+    """Issue 6's targets on the means: ASR ≤ 1 % and ACC drop ≤ 0.5 pt with 5 000 clean samples,
+    ASR ≤ 5 % and drop ≤ 2 pt with 100."""
+    limits = {5000: (1.0, 0.5), 100: (5.0, 2.0)}.get(clean_size)
+    if limits is None:
+        return "–"
+    misses = []
+    if asr > limits[0]:
+        misses.append(f"ASR +{asr - limits[0]:.2f}")
+    if drop > limits[1]:
+        misses.append(f"drop +{drop - limits[1]:.2f}")
+    return "met" if not misses else "missed: " + ", ".join(misses)
 
 
 def paths_rank(dataset):

@@ -183,6 +183,31 @@ mod tests {
         c.epochs_per_round = 0;
         assert!(c.validate().is_err());
         let mut c = UnlearnConfig::tuned(100);
+        if let InnerSearch::ClassSearch(s) = &mut c.inner {
+            s.max_candidates = 0;
+        }
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_candidates"));
+        for (distill, clip) in [
+            (1.5, None),
+            (-0.1, None),
+            (0.5, Some(0.0)),
+            (0.5, Some(f64::NAN)),
+        ] {
+            let mut c = UnlearnConfig::tuned(100);
+            c.distill = distill;
+            c.clip_grad_norm = clip;
+            assert!(c.validate().is_err(), "{distill} {clip:?}");
+        }
+        // Small clean sets distil and clip; large ones keep the plain loss.
+        let small = UnlearnConfig::tuned(100);
+        assert_eq!((small.distill, small.clip_grad_norm), (0.6, Some(5.0)));
+        let large = UnlearnConfig::tuned(5000);
+        assert_eq!((large.distill, large.clip_grad_norm), (0.0, None));
+        let mut c = UnlearnConfig::tuned(100);
         c.optimizer = crate::ibau::OuterOptimizer::Sgd { momentum: 1.0 };
         assert!(c.validate().is_err());
         // Configs written before these fields existed still parse, as the authors' defaults.
@@ -197,8 +222,14 @@ mod tests {
         )
         .unwrap();
         match old_search.unlearn.unwrap().inner {
-            InnerSearch::ClassSearch(ClassSearch { shifts, radii, .. }) => {
+            InnerSearch::ClassSearch(ClassSearch {
+                shifts,
+                radii,
+                max_candidates,
+                ..
+            }) => {
                 assert!(!shifts);
+                assert_eq!(max_candidates, 1);
                 assert_eq!(radii, vec![1.0, 2.0]);
             }
             other => panic!("{other:?}"),

@@ -48,7 +48,7 @@ fn poison_train_unlearn_evaluate_on_real_mnist() {
     assert!(summary.steps >= 100);
     // The search names the backdoor's target class.
     assert_eq!(summary.searches.len(), 1);
-    assert_eq!(summary.searches[0].candidate, Candidate::Class(0));
+    assert_eq!(summary.searches[0][0].candidate, Candidate::Class(0));
     assert!(after.asr <= 0.2, "ASR {} → {}", before.asr, after.asr);
     assert!(
         after.acc >= before.acc - 0.05,

@@ -52,6 +52,11 @@ struct Cli {
     /// as `acc_step`/`asr_step` and plotted (0 = per round only).
     #[arg(long, global = true, default_value_t = 10)]
     eval_every: usize,
+    /// For tuning: measure ACC/ASR on the defender's pool images that unlearning does not use
+    /// (pool images clean-size … 5000) instead of the evaluation half, which then stays unseen.
+    /// Needs --clean-size < 5000 (`unlearn`, `sweep`).
+    #[arg(long, global = true)]
+    holdout: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -157,9 +162,10 @@ enum Command {
         /// Seeds (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "0")]
         seeds: Vec<i64>,
-        /// Presets (comma-separated).
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "paper")]
-        presets: Vec<Preset>,
+        /// Presets (comma-separated; default `paper`, or the configuration file's [unlearn]
+        /// table when it has one).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        presets: Option<Vec<Preset>>,
         /// Output file (JSON lines, appended).
         #[arg(long)]
         out: PathBuf,
@@ -195,6 +201,19 @@ fn config(cli: &Cli, o: &Overrides) -> Result<ExperimentConfig> {
         preset,
         method
     );
+    if let Some(u) = c.unlearn.as_mut() {
+        // A full [unlearn] table: the command line still overrides its method and seed, and a
+        // preset cannot silently lose against it.
+        if o.preset.is_some() {
+            bail!("--preset conflicts with the [unlearn] table of the configuration file (remove one of them)");
+        }
+        if let Some(m) = o.method {
+            u.method = m;
+        }
+        if let Some(s) = o.seed {
+            u.seed = s;
+        }
+    }
     if let Some(r) = o.rounds {
         let mut u = c.unlearn_config();
         u.rounds = r;
@@ -206,6 +225,19 @@ fn config(cli: &Cli, o: &Overrides) -> Result<ExperimentConfig> {
 
 fn device(cli: &Cli) -> Result<Device> {
     Ok(ibau_plugin::device(matches!(cli.device, DeviceArg::Cuda))?)
+}
+
+/// The images ACC/ASR are measured on: the evaluation half, or with `--holdout` the rest of the
+/// defender's pool after the first `clean_size`.
+fn evaluation_split(cli: &Cli, d: &Data, clean_size: usize) -> Result<data::Split> {
+    if !cli.holdout {
+        return Ok(d.eval.slice(0, d.eval.len())?);
+    }
+    let pool = d.clean_pool.len();
+    if clean_size >= pool {
+        bail!("--holdout needs --clean-size < {pool} (the held-out images are the rest of the defender's pool)");
+    }
+    Ok(d.clean_pool.slice(clean_size, pool - clean_size)?)
 }
 
 fn load_data(cli: &Cli, name: DatasetName) -> Result<Data> {
@@ -368,7 +400,8 @@ impl UnlearnObserver for Progress<'_> {
                 m.push(("acc", x.acc));
                 m.push(("asr", x.asr));
             }
-            if let Some(o) = r.search {
+            if let Some(o) = r.search.first() {
+                m.push(("search_candidates", r.search.len() as f64));
                 m.push(("search_radius", o.radius));
                 m.push(("search_flip_rate", o.flip_rate));
                 // −1: untargeted; the class for all-to-one; 100 + k for the label shift by k.
@@ -382,11 +415,15 @@ impl UnlearnObserver for Progress<'_> {
             let mut warned = true;
             track(t.log_metrics(&m, r.round as i64 + 1), &mut warned);
         }
-        if let Some(o) = r.search {
+        if let Some(o) = r.search.first() {
+            let also: String = r.search[1..]
+                .iter()
+                .map(|c| format!("; also {} ({:.1} %)", c.candidate, 100.0 * c.flip_rate))
+                .collect();
             say(
                 &self.pb,
                 format!(
-                    "  round {}: δ found for {} at radius {} (flips {:.1} % of the search samples)",
+                    "  round {}: δ found for {} at radius {} (flips {:.1} % of the search samples){also}",
                     r.round + 1,
                     o.candidate,
                     o.radius,
@@ -591,14 +628,15 @@ fn run_unlearning(
         curves: Curves::default(),
     };
     let start = Instant::now();
+    let split = evaluation_split(cli, d, c.clean_size)?;
     let eval = if verbose || obs.tracker.is_some() {
-        Some((&d.eval, attack))
+        Some((&split, attack))
     } else {
         None
     };
     let summary = ibau_loop::unlearn(model, &clean, &u, eval, &mut obs)?;
     obs.pb.finish_and_clear();
-    let after = train::evaluate(model, &d.eval, attack)?;
+    let after = train::evaluate(model, &split, attack)?;
     Ok(Outcome {
         after,
         seconds: start.elapsed().as_secs_f64(),
@@ -658,7 +696,7 @@ fn run(cli: &Cli) -> Result<()> {
             let attack = Attack::new(c.attack, c.target, c.poison_ratio)?;
             let mut m = Model::new(c.arch, device);
             m.load(model)?;
-            let before = train::evaluate(&m, &d.eval, &attack)?;
+            let before = train::evaluate(&m, &evaluation_split(cli, &d, c.clean_size)?, &attack)?;
             let mut tracker = start_tracker(cli, "unlearn", &c, &attack);
             let r = run_unlearning(cli, &c, &m, &d, &attack, true, tracker.as_mut());
             let r = match r {
@@ -728,7 +766,7 @@ fn run(cli: &Cli) -> Result<()> {
             attacks,
             clean_sizes,
             seeds,
-            presets,
+            presets.as_deref(),
             out,
             models,
         )?,
@@ -903,10 +941,16 @@ fn sweep(
     attacks: &[AttackKind],
     clean_sizes: &[usize],
     seeds: &[i64],
-    presets: &[Preset],
+    presets: Option<&[Preset]>,
     out: &Path,
     models: &Path,
 ) -> Result<()> {
+    // `None`: the configuration file's [unlearn] table.
+    let presets: Vec<Option<Preset>> = match presets {
+        Some(p) => p.iter().copied().map(Some).collect(),
+        None if config(cli, o)?.unlearn.is_some() => vec![None],
+        None => vec![Some(Preset::Paper)],
+    };
     if datasets.is_empty()
         || attacks.is_empty()
         || clean_sizes.is_empty()
@@ -945,35 +989,38 @@ fn sweep(
                     model = train_poisoned(&c, &d, &attack, device)?.0;
                     model.save(&path)?;
                 }
-                let before = train::evaluate(&model, &d.eval, &attack)?;
                 for &clean_size in clean_sizes {
-                    for &preset in presets {
+                    let before =
+                        train::evaluate(&model, &evaluation_split(cli, &d, clean_size)?, &attack)?;
+                    for &preset in &presets {
                         for method in [Method::Ibau, Method::FineTune] {
                             let mut o2 = o1.clone();
                             o2.clean_size = Some(clean_size);
-                            o2.preset = Some(preset);
+                            o2.preset = preset;
                             o2.method = Some(method);
                             let c2 = config(cli, &o2)?;
                             let m = copy_model(&model, device)?;
                             let r = run_unlearning(cli, &c2, &m, &d, &attack, false, None)?;
                             let u = c2.unlearn_config();
+                            let label = preset.map_or("Config".to_string(), |p| format!("{p:?}"));
                             // The last round's search outcome (ClassSearch only).
-                            let search = r.summary.searches.last().map_or(String::new(), |o| {
+                            let search = r.summary.searches.last().and_then(|s| s.first().map(|o| (o, &s[1..]))).map_or(String::new(), |(o, rest)| {
+                                let also: Vec<String> = rest.iter().map(|c| format!("{{\"candidate\":\"{}\",\"flip_rate\":{}}}", c.candidate, c.flip_rate)).collect();
                                 format!(
-                                    ",\"search\":{{\"candidate\":\"{}\",\"radius\":{},\"flip_rate\":{}}}",
-                                    o.candidate, o.radius, o.flip_rate
+                                    ",\"search\":{{\"candidate\":\"{}\",\"radius\":{},\"flip_rate\":{},\"also\":[{}]}}",
+                                    o.candidate, o.radius, o.flip_rate, also.join(",")
                                 )
                             });
                             let line = format!(
-                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{:?}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}{search}}}",
-                                dataset, attack_kind, c.arch, seed, clean_size, preset, method, u.rounds, u.batch_size,
+                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{}\",\"eval\":\"{}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}{search}}}",
+                                dataset, attack_kind, c.arch, seed, clean_size, label, if cli.holdout { "holdout" } else { "evaluation" }, method, u.rounds, u.batch_size,
                                 before.acc, before.asr, r.after.acc, r.after.asr, r.seconds, r.summary.round_seconds,
                                 r.summary.solver_failures, r.summary.steps, r.summary.hvps
                             );
                             writeln!(file, "{line}")?;
                             file.flush()?;
-                            println!("{:?} {} seed {} n={} {:?} {:?}: ACC {} → {}, ASR {} → {} ({:.0} s, {} solver failures)",
-                                dataset, attack_kind, seed, clean_size, preset, method, pct(before.acc), pct(r.after.acc), pct(before.asr), pct(r.after.asr), r.seconds, r.summary.solver_failures);
+                            println!("{:?} {} seed {} n={} {} {:?}: ACC {} → {}, ASR {} → {} ({:.0} s, {} solver failures)",
+                                dataset, attack_kind, seed, clean_size, label, method, pct(before.acc), pct(r.after.acc), pct(before.asr), pct(r.after.asr), r.seconds, r.summary.solver_failures);
                         }
                     }
                 }

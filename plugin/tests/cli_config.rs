@@ -1,0 +1,135 @@
+//! The `ibau` binary's configuration handling: a full `[unlearn]` table in a TOML file still
+//! obeys the command line's method (the sweep's fine-tuning rows are fine-tuning), a preset
+//! cannot silently lose against such a table, and `--holdout` measures on the rest of the
+//! defender's pool or refuses when there is none. Needs `scripts/setup` (data).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ibau_plugin::models::{Arch, Model};
+use tch::Device;
+
+const TABLE: &str = "\
+epochs = 1
+clean_size = 10
+[unlearn]
+method = \"ibau\"
+rounds = 1
+batch_size = 10
+outer_lr = 0.001
+inner_lr = 10.0
+reg = 0.001
+fp_alpha = 0.1
+perturb_fraction = 0.5
+warm_start = false
+on_solver_failure = \"direct-gradient\"
+seed = 0
+[unlearn.solver]
+kind = \"fixed-point\"
+steps = 2
+";
+
+fn ibau(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ibau"))
+        .current_dir(dir)
+        .arg("--no-track")
+        .args(args)
+        .output()
+        .expect("run ibau")
+}
+
+/// An untrained CNN saved where `sweep` looks for the cached poisoned model.
+fn cached_model(models: &Path) {
+    std::fs::create_dir_all(models).unwrap();
+    tch::manual_seed(0);
+    Model::new(Arch::Cnn, Device::Cpu)
+        .save(&models.join("mnist-badnets-cnn-e1-s0.safetensors"))
+        .unwrap();
+}
+
+#[test]
+fn a_sweep_over_an_unlearn_table_runs_both_methods_and_records_the_evaluation_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("table.toml"), TABLE).unwrap();
+    cached_model(&dir.join("models"));
+    let out = ibau(
+        dir,
+        &[
+            "--holdout",
+            "--config",
+            "table.toml",
+            "sweep",
+            "--clean-sizes",
+            "10",
+            "--models",
+            "models",
+            "--out",
+            "lines.jsonl",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sweep failed:\n{stderr}");
+    let text = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, method) in lines.iter().zip(["Ibau", "FineTune"]) {
+        assert_eq!(line["method"], method, "{line}");
+        assert_eq!(line["preset"], "Config", "{line}");
+        assert_eq!(line["eval"], "holdout", "{line}");
+        assert_eq!(line["steps"], 1, "{line}");
+    }
+    // I-BAU solves the implicit system; fine-tuning has nothing to solve.
+    assert!(lines[0]["hvps"].as_u64().unwrap() > 0, "{}", lines[0]);
+    assert_eq!(lines[1]["hvps"], 0, "{}", lines[1]);
+}
+
+#[test]
+fn a_preset_against_an_unlearn_table_and_a_holdout_without_images_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("table.toml"), TABLE).unwrap();
+    cached_model(dir);
+    let model = "mnist-badnets-cnn-e1-s0.safetensors";
+    let out = ibau(
+        dir,
+        &[
+            "--config",
+            "table.toml",
+            "unlearn",
+            "--preset",
+            "tuned",
+            "--model",
+            model,
+            "--out",
+            "x.safetensors",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--preset conflicts"), "{stderr}");
+
+    let out = ibau(
+        dir,
+        &[
+            "--holdout",
+            "unlearn",
+            "--clean-size",
+            "5000",
+            "--model",
+            model,
+            "--out",
+            "x.safetensors",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--holdout needs --clean-size < 5000"),
+        "{stderr}"
+    );
+    assert!(!dir.join("x.safetensors").exists());
+}
