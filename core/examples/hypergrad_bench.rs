@@ -52,9 +52,12 @@ const N_LOWRANK: usize = 2000;
 const N_VAL: usize = 500;
 const GRID: usize = 100;
 const REL_TOL: f64 = 1e-8;
-/// The ridge operator splits its passes over `W` across threads from this dimension on (below
-/// it, spawning costs more than it saves).
-const PARALLEL_MIN_D: usize = 20_000;
+/// The ridge operator splits its passes over `W` across threads from this dimension on
+/// (`--parallel-min-d`). Below it the split costs more than it saves: on this 2-vCPU machine,
+/// 2026-12-03, the 20 CG solves of the trajectory at d = 10⁴ took 0.37–0.39 s on one thread,
+/// 0.79 s split in two with spawned threads (`std::thread::scope`) and 0.55–0.59 s split with
+/// a pool of spinning workers (rayon, tried and removed) — the split does not pay at 10⁴.
+static PARALLEL_MIN_D: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(20_000);
 
 // ---------------------------------------------------------------------------------------------
 // Instances
@@ -183,7 +186,7 @@ impl Instance for Ridge {
         // with Z stay on one thread.
         let (w, z) = (self.w.as_slice().unwrap(), self.z.as_slice().unwrap());
         let xs = x.as_slice().unwrap();
-        let parts = if self.d >= PARALLEL_MIN_D {
+        let parts = if self.d >= PARALLEL_MIN_D.load(std::sync::atomic::Ordering::Relaxed) {
             self.threads.max(1)
         } else {
             1
@@ -1125,6 +1128,12 @@ fn parse_args() -> Result<Args, String> {
                 a.refine_steps = val()?.parse().map_err(|e| format!("--refine-steps: {e}"))?
             }
             "--threads" => a.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--parallel-min-d" => PARALLEL_MIN_D.store(
+                val()?
+                    .parse()
+                    .map_err(|e| format!("--parallel-min-d: {e}"))?,
+                std::sync::atomic::Ordering::Relaxed,
+            ),
             "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
             "--keep-ridge" => {
                 a.keep_ridge = match val()?.as_str() {
