@@ -162,7 +162,7 @@ enum Command {
         /// Seeds (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "0")]
         seeds: Vec<i64>,
-        /// Presets (comma-separated; default `paper`, or the configuration file's [unlearn]
+        /// Presets (comma-separated; default `paper`, or the configuration file's `[unlearn]`
         /// table when it has one).
         #[arg(long, value_enum, value_delimiter = ',')]
         presets: Option<Vec<Preset>>,
