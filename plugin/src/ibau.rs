@@ -28,7 +28,7 @@ use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::tensor_vec::TensorList;
-use crate::train::{evaluate, Metrics};
+use crate::train::{evaluate, map_logits, Metrics};
 
 /// Unlearning method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -402,7 +402,7 @@ pub struct StepReport {
     pub step: usize,
     /// Outer loss before the step.
     pub outer_loss: f64,
-    /// Norm of the gradient applied.
+    /// Norm of the outer gradient, before [`UnlearnConfig::clip_grad_norm`] rescales it.
     pub gradient_norm: f64,
     /// The linear solve's report (I-BAU, when it succeeded).
     pub solver: Option<Info>,
@@ -520,22 +520,6 @@ fn outer_loss(logits: &Tensor, y: &Tensor, soft: Option<&Tensor>, distill: f64) 
     Ok(hard
         .f_mul_scalar(1.0 - distill)?
         .f_add(&soft_ce.f_mul_scalar(distill)?)?)
-}
-
-/// The model's softmax on every image of `split`, without gradients (in chunks of 500).
-fn probabilities(model: &Model, split: &Split) -> Result<Tensor> {
-    let device = model.vs.device();
-    tch::no_grad(|| -> Result<Tensor> {
-        let mut parts = Vec::new();
-        let mut i = 0;
-        while i < split.len() {
-            let k = 500.min(split.len() - i);
-            let x = split.slice(i, k)?.images.f_to_device(device)?;
-            parts.push(model.forward_t(&x, false).f_softmax(-1, Kind::Float)?);
-            i += k;
-        }
-        Ok(Tensor::f_cat(&parts, 0)?)
-    })
 }
 
 /// `x + δ`, clipped to [0, 1] when `clamp`.
@@ -811,7 +795,9 @@ pub fn unlearn(
     };
     // The original model's probabilities on the clean set, for self-distillation.
     let teacher = if cfg.distill > 0.0 {
-        Some(probabilities(model, clean)?)
+        Some(map_logits(model, &clean.images, 500, |logits| {
+            Ok(logits.f_softmax(-1, Kind::Float)?)
+        })?)
     } else {
         None
     };
@@ -890,26 +876,21 @@ pub fn unlearn(
                         };
                         // G of the stacked perturbations: the authors' G of each, averaged.
                         let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-                            let mut g: Option<Tensor> = None;
-                            for wj in w {
-                                let ce = cross_entropy(
-                                    &model.forward_t(&first.images.f_add(wj)?, false),
-                                    &first.labels,
-                                )?;
-                                let gj = ce.f_neg()?.f_add(
-                                    &wj.f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?,
-                                )?;
-                                g = Some(match g {
-                                    None => gj,
-                                    Some(a) => a.f_add(&gj)?,
-                                });
-                            }
-                            let g = g.ok_or_else(|| Error::Config("no perturbation".into()))?;
-                            Ok(if w.len() > 1 {
-                                g.f_div_scalar(w.len() as f64)?
-                            } else {
-                                g
-                            })
+                            let terms = w
+                                .iter()
+                                .map(|wj| -> Result<Tensor> {
+                                    let ce = cross_entropy(
+                                        &model.forward_t(&first.images.f_add(wj)?, false),
+                                        &first.labels,
+                                    )?;
+                                    Ok(ce.f_neg()?.f_add(
+                                        &wj.f_square()?
+                                            .f_sum(Kind::Float)?
+                                            .f_mul_scalar(cfg.reg)?,
+                                    )?)
+                                })
+                                .collect::<Result<Vec<_>>>()?;
+                            Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
                         };
                         let map = GradientDescentMap::new(inner, &deltas, &params, cfg.fp_alpha)?;
                         let og = outer_gradients(outer, &deltas, &params)?;
@@ -960,20 +941,21 @@ pub fn unlearn(
         }
         let seconds = start.elapsed().as_secs_f64();
         summary.round_seconds.push(seconds);
-        if !search.is_empty() {
-            summary.searches.push(search.clone());
-        }
         let metrics = match eval {
             Some((split, attack)) => Some(evaluate(model, split, attack)?),
             None => None,
         };
-        observer.on_round(&RoundReport {
+        let report = RoundReport {
             round,
             delta_norm: deltas[0].f_norm()?.f_double_value(&[])?,
             seconds,
             metrics,
             search,
-        });
+        };
+        observer.on_round(&report);
+        if !report.search.is_empty() {
+            summary.searches.push(report.search);
+        }
     }
     Ok(summary)
 }

@@ -72,30 +72,38 @@ pub struct Metrics {
     pub asr: f64,
 }
 
-/// Predicted classes of `images`, in eval mode, in batches.
-///
-/// # Errors
-/// If libtorch fails.
-pub fn predict(model: &Model, images: &Tensor) -> Result<Tensor> {
+/// `map` of the model's logits on `images`, in eval mode and without gradients, in batches of
+/// `batch`, concatenated.
+pub(crate) fn map_logits(
+    model: &Model,
+    images: &Tensor,
+    batch: i64,
+    map: impl Fn(Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let device = model.vs.device();
     let n = images.size()[0];
     let mut out = Vec::new();
     tch::no_grad(|| -> Result<()> {
         let mut i = 0;
         while i < n {
-            let k = 1000.min(n - i);
+            let k = batch.min(n - i);
             let x = images.f_narrow(0, i, k)?.f_to_device(device)?;
-            out.push(
-                model
-                    .forward_t(&x, false)
-                    .f_argmax(-1, false)?
-                    .f_to_device(Device::Cpu)?,
-            );
+            out.push(map(model.forward_t(&x, false))?);
             i += k;
         }
         Ok(())
     })?;
     Ok(Tensor::f_cat(&out, 0)?)
+}
+
+/// Predicted classes of `images`, in eval mode, in batches.
+///
+/// # Errors
+/// If libtorch fails.
+pub fn predict(model: &Model, images: &Tensor) -> Result<Tensor> {
+    map_logits(model, images, 1000, |logits| {
+        Ok(logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)
+    })
 }
 
 /// ACC on `eval` and ASR of `attack` on it (see [`Attack::asr_mask`] for which images count).

@@ -38,6 +38,14 @@ fn ibau(dir: &Path, args: &[&str]) -> Output {
         .expect("run ibau")
 }
 
+/// Runs `ibau` and checks that it exits non-zero with `message` on stderr.
+fn fails_with(dir: &Path, args: &[&str], message: &str) {
+    let out = ibau(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(message), "{stderr}");
+}
+
 /// An untrained CNN saved where `sweep` looks for the cached poisoned model.
 fn cached_model(models: &Path) {
     std::fs::create_dir_all(models).unwrap();
@@ -94,7 +102,7 @@ fn a_preset_against_an_unlearn_table_and_a_holdout_without_images_are_errors() {
     std::fs::write(dir.join("table.toml"), TABLE).unwrap();
     cached_model(dir);
     let model = "mnist-badnets-cnn-e1-s0.safetensors";
-    let out = ibau(
+    fails_with(
         dir,
         &[
             "--config",
@@ -107,12 +115,9 @@ fn a_preset_against_an_unlearn_table_and_a_holdout_without_images_are_errors() {
             "--out",
             "x.safetensors",
         ],
+        "--preset conflicts",
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("--preset conflicts"), "{stderr}");
-
-    let out = ibau(
+    fails_with(
         dir,
         &[
             "--holdout",
@@ -124,12 +129,7 @@ fn a_preset_against_an_unlearn_table_and_a_holdout_without_images_are_errors() {
             "--out",
             "x.safetensors",
         ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("--holdout needs --clean-size < 5000"),
-        "{stderr}"
+        "--holdout needs --clean-size < 5000",
     );
     assert!(!dir.join("x.safetensors").exists());
 }
