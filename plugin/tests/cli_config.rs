@@ -46,6 +46,25 @@ fn fails_with(dir: &Path, args: &[&str], message: &str) {
     assert!(stderr.contains(message), "{stderr}");
 }
 
+/// `ibau [before] --config table.toml sweep --clean-sizes 10 --models models --out
+/// lines.jsonl [after]` in `dir`.
+fn sweep_table(dir: &Path, before: &[&str], after: &[&str]) -> Output {
+    let mut args = before.to_vec();
+    args.extend_from_slice(&[
+        "--config",
+        "table.toml",
+        "sweep",
+        "--clean-sizes",
+        "10",
+        "--models",
+        "models",
+        "--out",
+        "lines.jsonl",
+    ]);
+    args.extend_from_slice(after);
+    ibau(dir, &args)
+}
+
 /// An untrained CNN saved where `sweep` looks for the cached poisoned model.
 fn cached_model(models: &Path) {
     std::fs::create_dir_all(models).unwrap();
@@ -61,21 +80,7 @@ fn a_sweep_over_an_unlearn_table_runs_both_methods_and_records_the_evaluation_sp
     let dir = tmp.path();
     std::fs::write(dir.join("table.toml"), TABLE).unwrap();
     cached_model(&dir.join("models"));
-    let out = ibau(
-        dir,
-        &[
-            "--holdout",
-            "--config",
-            "table.toml",
-            "sweep",
-            "--clean-sizes",
-            "10",
-            "--models",
-            "models",
-            "--out",
-            "lines.jsonl",
-        ],
-    );
+    let out = sweep_table(dir, &["--holdout"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sweep failed:\n{stderr}");
     let text = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap();
@@ -132,4 +137,39 @@ fn a_preset_against_an_unlearn_table_and_a_holdout_without_images_are_errors() {
         "--holdout needs --clean-size < 5000",
     );
     assert!(!dir.join("x.safetensors").exists());
+}
+
+#[test]
+fn a_sweep_runs_only_the_method_asked_for_and_refuses_the_options_its_lists_replace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("table.toml"), TABLE).unwrap();
+    cached_model(&dir.join("models"));
+    let out = sweep_table(dir, &[], &["--method", "fine-tune"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap();
+    let methods: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["method"].to_string())
+        .collect();
+    assert_eq!(methods, ["\"FineTune\""], "{text}");
+    for (option, value, list) in [
+        ("--seed", "1", "--seeds"),
+        ("--clean-size", "10", "--clean-sizes"),
+        ("--dataset", "mnist", "--datasets"),
+        ("--attack", "sig", "--attacks"),
+        ("--preset", "tuned", "--presets"),
+    ] {
+        let out = sweep_table(dir, &[], &[option, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{option} succeeded");
+        assert!(stderr.contains(&format!("sweep takes {list}")), "{stderr}");
+    }
+    // Refused before anything ran: no line was added.
+    let after = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap();
+    assert_eq!(after, text);
 }

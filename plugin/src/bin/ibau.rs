@@ -149,6 +149,10 @@ enum Command {
     /// Send spooled MLflow records (from runs that could not reach the server) now.
     Sync,
     /// Run a grid of experiments, append one JSON line per run, print the mean ± sd table.
+    ///
+    /// Each grid point runs I-BAU and the fine-tuning ablation (`--method` runs only that one).
+    /// The grid's lists replace the per-run options: `--dataset`, `--attack`, `--clean-size`,
+    /// `--seed` and `--preset` are errors here.
     Sweep {
         /// Data sets (comma-separated).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "mnist")]
@@ -945,6 +949,24 @@ fn sweep(
     out: &Path,
     models: &Path,
 ) -> Result<()> {
+    // The sweep's own lists replace these per-run options; taking one silently would run
+    // something else than asked.
+    for (given, single, list) in [
+        (o.dataset.is_some(), "--dataset", "--datasets"),
+        (o.attack.is_some(), "--attack", "--attacks"),
+        (o.clean_size.is_some(), "--clean-size", "--clean-sizes"),
+        (o.seed.is_some(), "--seed", "--seeds"),
+        (o.preset.is_some(), "--preset", "--presets"),
+    ] {
+        if given {
+            bail!("sweep takes {list} (comma-separated), not {single}");
+        }
+    }
+    // `--method` restricts the sweep to that method; by default both.
+    let methods: Vec<Method> = match o.method {
+        Some(m) => vec![m],
+        None => vec![Method::Ibau, Method::FineTune],
+    };
     // `None`: the configuration file's [unlearn] table.
     let presets: Vec<Option<Preset>> = match presets {
         Some(p) => p.iter().copied().map(Some).collect(),
@@ -993,7 +1015,7 @@ fn sweep(
                     let before =
                         train::evaluate(&model, &evaluation_split(cli, &d, clean_size)?, &attack)?;
                     for &preset in &presets {
-                        for method in [Method::Ibau, Method::FineTune] {
+                        for &method in &methods {
                             let mut o2 = o1.clone();
                             o2.clean_size = Some(clean_size);
                             o2.preset = preset;
