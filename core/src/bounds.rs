@@ -29,6 +29,19 @@ pub fn cg_a_priori(kappa: f64, k: usize, initial_error_a_norm: f64) -> f64 {
     2.0 * ((s - 1.0) / (s + 1.0)).powi(saturating_i32(k)) * initial_error_a_norm
 }
 
+/// One step of the Gauss–Radau recurrence of CG (Meurant & Tichý, Numer. Algorithms 82, 2019):
+/// from `γ̃_k` (start: `γ̃_0 = 1/μ`), CG's step length `γ_k = r_kᵀz_k/p_kᵀAp_k` and direction
+/// coefficient `δ_{k+1} = r_{k+1}ᵀz_{k+1}/r_kᵀz_k`,
+/// `γ̃_{k+1} = (γ̃_k − γ_k)/(μ(γ̃_k − γ_k) + δ_{k+1})`. For `0 < μ ≤ λ_min(A)`, in exact arithmetic,
+/// `‖v_k − v*‖²_A ≤ γ̃_k·r_kᵀz_k ≤ r_kᵀz_k/μ` (unpreconditioned: `z = r`; preconditioned: `μ ≤
+/// λ_min(M⁻¹A)`). `None` when `γ̃_k ≤ γ_k` (impossible in exact arithmetic, so a sign that
+/// rounding has taken over) or the result is not a positive finite number.
+pub fn gauss_radau_next(gamma_tilde: f64, gamma: f64, delta: f64, mu: f64) -> Option<f64> {
+    let diff = gamma_tilde - gamma;
+    let next = diff / (mu * diff + delta);
+    (diff > 0.0 && next.is_finite() && next > 0.0).then_some(next)
+}
+
 /// Condition number bound of `I − J` for symmetric `J` with `‖J‖ ≤ q < 1`: `(1 + q)/(1 − q)`.
 pub fn kappa_from_contraction(q: f64) -> f64 {
     (1.0 + q) / (1.0 - q)

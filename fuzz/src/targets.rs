@@ -449,6 +449,7 @@ struct PcgInput {
     max_restarts: u8,
     require_convergence: bool,
     fail_at: Option<u8>,
+    gauss_radau: bool,
 }
 
 /// Preconditioned CG with a Jacobi preconditioner (the matrix's diagonal or an arbitrary one)
@@ -488,6 +489,7 @@ pub fn pcg(data: &[u8]) {
         max_restarts: usize::from(input.max_restarts),
         require_convergence: input.require_convergence,
         timing: false,
+        gauss_radau: input.gauss_radau,
     };
     let mut op = Op {
         m: a.clone(),

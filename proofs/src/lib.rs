@@ -14,6 +14,7 @@
 //! | [`fixed_point`] | `‖v_k − v*‖ ≤ q^k ‖v_0 − v*‖` and `≤ q/(1−q) ‖v_k − v_{k−1}‖` |
 //! | [`neumann`] | Neumann(K) = fixed point after K+1 steps from 0; `‖v_K − v*‖ ≤ (1 − αμ)^{K+1} ‖v*‖` |
 //! | [`cg`] | termination in n steps; the Chebyshev A-norm bound; `κ(I − J) ≤ (1+q)/(1−q)`; `‖e‖ ≤ ‖r‖/λ_min` |
+//! | [`gauss_radau`] | PCG's Gauss–Radau bound: `‖e_k‖²_A ≤ γ̃_k r_kᵀz_k ≤ r_kᵀz_k/μ`, exact on `k + 1` eigenvalues |
 //! | [`hypergradient_error`] | `‖∇̂f − ∇f‖ ≤ ‖∂_λΦ‖ ‖v − v*‖` with an exact inner solution |
 //! | [`aid_inexact`] | `‖∇̂f − ∇f‖ ≤ (c₁ + c₂/(1−q)) ρ + c₃ σ` with an inexact inner solution (re-derived) |
 //! | [`assumption_violations`] | `q ≥ 1`, an indefinite `I − Jᵀ`, a false claim of `q`: errors, never gradients |
@@ -28,6 +29,7 @@ pub mod aid_inexact;
 pub mod assumption_violations;
 pub mod cg;
 pub mod fixed_point;
+pub mod gauss_radau;
 pub mod hypergradient_error;
 pub mod implicit_function;
 pub mod instances;

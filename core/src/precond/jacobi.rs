@@ -183,6 +183,12 @@ impl Jacobi {
         self.reused = true;
     }
 
+    /// `λ_min(M⁻¹)`: the smallest stored inverse entry (exact: `M⁻¹` is the diagonal applied).
+    fn min_inverse(&self) -> Option<f64> {
+        let m = self.inv_diag.iter().copied().fold(f64::INFINITY, f64::min);
+        (m.is_finite() && m > 0.0).then_some(m)
+    }
+
     fn apply_slice(&self, r: &[f64], out: &mut [f64]) -> Result<()> {
         if r.len() != self.inv_diag.len() || out.len() != r.len() {
             return Err(Error::DimensionMismatch {
@@ -212,6 +218,9 @@ impl Preconditioner<Vec<f64>> for Jacobi {
             reused: self.reused,
         }
     }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        self.min_inverse()
+    }
 }
 
 impl Preconditioner<Array1<f64>> for Jacobi {
@@ -229,5 +238,8 @@ impl Preconditioner<Array1<f64>> for Jacobi {
     }
     fn info(&self) -> PreconditionerInfo {
         <Self as Preconditioner<Vec<f64>>>::info(self)
+    }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        self.min_inverse()
     }
 }

@@ -31,6 +31,14 @@ pub trait Preconditioner<V> {
     fn apply(&mut self, r: &V, out: &mut V) -> Result<()>;
     /// What it is, what it holds, what it cost.
     fn info(&self) -> PreconditionerInfo;
+    /// A certified lower bound `s ≤ λ_min(M⁻¹)` on the smallest eigenvalue of the applied inverse,
+    /// where one is known (`None` by default). With a certified `λ_min(A) ≥ l`,
+    /// `λ_min(M⁻¹A) ≥ l·s` (for SPD `A` and `M⁻¹`, the eigenvalues of `M^{-1/2}AM^{-1/2}` are at
+    /// least `λ_min(A)·λ_min(M⁻¹)`), which is the node PCG's Gauss–Radau bound needs
+    /// ([`crate::solve::pcg`]).
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// `M = I`: preconditioned CG with it is plain CG (one extra copy per iteration).
@@ -52,6 +60,9 @@ impl<V: Vector> Preconditioner<V> for Identity {
             reused: false,
         }
     }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        Some(1.0)
+    }
 }
 
 /// Lets a `&mut P` be passed where a preconditioner is expected (to keep it for the next solve).
@@ -62,6 +73,9 @@ impl<V, P: Preconditioner<V> + ?Sized> Preconditioner<V> for &mut P {
     fn info(&self) -> PreconditionerInfo {
         (**self).info()
     }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        (**self).inverse_lower_bound()
+    }
 }
 
 /// A boxed preconditioner (to choose one at run time).
@@ -71,6 +85,9 @@ impl<V, P: Preconditioner<V> + ?Sized> Preconditioner<V> for Box<P> {
     }
     fn info(&self) -> PreconditionerInfo {
         (**self).info()
+    }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        (**self).inverse_lower_bound()
     }
 }
 

@@ -249,6 +249,17 @@ impl<V: Vector> Preconditioner<V> for Nystrom<V> {
             reused: self.reused,
         }
     }
+    fn inverse_lower_bound(&self) -> Option<f64> {
+        // On span(U) M⁻¹ acts as (λ̂_ℓ + μ)/(λ̂_k + μ) ∈ (0, 1], on its complement as 1, so
+        // λ_min(M⁻¹) = (λ̂_ℓ + μ)/(λ̂_1 + μ) for orthonormal U. The computed U is orthonormal to
+        // about d·ε (Gram–Schmidt twice); the factor 1 − 10⁻⁶ covers that loss.
+        let (Some(&first), Some(&last)) = (self.eigenvalues.first(), self.eigenvalues.last())
+        else {
+            return Some(1.0);
+        };
+        let s = (last + self.shift) / (first + self.shift) * (1.0 - 1e-6);
+        (s.is_finite() && s > 0.0).then_some(s)
+    }
 }
 
 /// Modified Gram–Schmidt applied twice ("twice is enough", Giraud et al. 2005); drops vectors

@@ -11,13 +11,19 @@
 //! * a posteriori: `‖v_k − v*‖ ≤ ‖b − A v_k‖ / λ_min(A)`. Reported as *certified* when the caller
 //!   gives `lambda_min ≤ λ_min(A)` and the residual was recomputed from scratch
 //!   (`verify_residual`, one extra application); otherwise the smallest Ritz value stands in for
-//!   λ_min and the bound is an *estimate* (Ritz values over-estimate λ_min).
+//!   λ_min and the bound is an *estimate* (Ritz values over-estimate λ_min);
+//! * a posteriori, tighter (with `gauss_radau` and `lambda_min`): the Gauss–Radau upper bound on
+//!   `‖v_k − v*‖_A` from CG's coefficients with the node `lambda_min`
+//!   ([`crate::bounds::gauss_radau_next`], derived in `proofs::gauss_radau`), plus the measured
+//!   drift of the recursive residual, divided by `√lambda_min`; the reported bound is the smaller
+//!   of the two (as in [`crate::solve::pcg`], whose documentation states it in full).
 //!
 //! For the symmetric gradient-descent map with `‖J‖ ≤ q < 1`, the eigenvalues of `I − J` lie in
 //! `[1 − q, 1 + q]`: `λ_min ≥ 1 − q` and `κ ≤ (1 + q)/(1 − q)`.
 //!
 //! Source: Nocedal & Wright, *Numerical Optimization*, 2nd ed., ch. 5 (Thm. 5.1, eq. 5.36);
-//! Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed., §6.7.3 (CG–Lanczos relation).
+//! Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed., §6.7.3 (CG–Lanczos relation);
+//! Meurant & Tichý, Numer. Algorithms 82 (2019) (the Gauss–Radau bound).
 //!
 //! # Returned iterate
 //! The iterate whose residual met the tolerance — never an earlier one. When the recursive
@@ -25,11 +31,13 @@
 //! recomputed; if rounding made them drift apart, CG restarts from the true residual (at most
 //! `max_restarts` times).
 
+use crate::bounds::gauss_radau_next;
 use crate::error::{Error, Location, Result};
 use crate::lanczos;
 use crate::observer::{IterationState, Observer};
 use crate::operator::{apply_checked, Operator};
 use crate::report::{Bound, Info, SolverKind, Termination};
+use crate::solve::pcg::verify_residual;
 use crate::solve::{check_inputs, tolerance};
 use crate::vector::Vector;
 
@@ -54,6 +62,9 @@ pub struct Params {
     /// [`Termination::MaxIterations`] (or [`Termination::Stagnated`]) instead of
     /// [`Error::NotConverged`].
     pub require_convergence: bool,
+    /// Tighten the certified bound with the Gauss–Radau estimate of `‖v − v*‖_A` when
+    /// `lambda_min` is given (module documentation); `false` keeps the residual bound alone.
+    pub gauss_radau: bool,
 }
 
 impl Default for Params {
@@ -66,6 +77,7 @@ impl Default for Params {
             verify_residual: true,
             max_restarts: 3,
             require_convergence: true,
+            gauss_radau: true,
         }
     }
 }
@@ -129,6 +141,16 @@ where
     let mut record_lanczos = true;
     let mut restarts = 0usize;
     let mut k = 0usize;
+    // Gauss–Radau with the node λ_min: γ̃_k (None while unavailable) and the drift of the
+    // recursive residual measured at the last recomputation.
+    let gr_node = params
+        .lambda_min
+        .filter(|l| params.gauss_radau && l.is_normal());
+    let restart_gt = || gr_node.map(|mu| 1.0 / mu).filter(|g| g.is_finite());
+    let mut gt = restart_gt();
+    let mut gap = 0.0f64;
+    // ‖r_rec‖ of the recursion the quadrature belongs to (the true residual overwrites r_norm).
+    let mut r_norm_rec = r_norm;
 
     let termination = loop {
         if !r_norm.is_finite() {
@@ -140,7 +162,7 @@ where
             if verified || !params.verify_residual {
                 break Termination::Converged;
             }
-            r_norm = true_residual(a, b, x, &mut r, &mut ap, k)?;
+            (r_norm, gap) = verify_residual(a, b, x, &mut r, &mut ap, k, gt.is_some())?;
             applications += 1;
             verified = true;
             if let Some(last) = history.last_mut() {
@@ -149,6 +171,10 @@ where
             if r_norm <= tol {
                 break Termination::Converged;
             }
+            // A fresh Krylov process from the true residual: the quadrature starts over.
+            gt = restart_gt();
+            gap = 0.0;
+            r_norm_rec = r_norm;
             // The recursive residual drifted away from the true one: restart from the truth.
             restarts += 1;
             if restarts > params.max_restarts {
@@ -196,6 +222,10 @@ where
         let r_new = r.axpy_norm(-step, &ap);
         // r_norm > tol ≥ 0 here, so the ratio is defined.
         let beta = (r_new / r_norm) * (r_new / r_norm);
+        gt = match (gt, gr_node) {
+            (Some(g), Some(mu)) if r_new > 0.0 => gauss_radau_next(g, alpha, beta, mu),
+            _ => None,
+        };
         if record_lanczos {
             alphas.push(alpha);
             betas.push(beta);
@@ -216,6 +246,7 @@ where
             normalize(&mut p, p_scale);
         }
         r_norm = r_new;
+        r_norm_rec = r_new;
         verified = false;
         k += 1;
         history.push(r_norm);
@@ -230,7 +261,7 @@ where
 
     if termination == Termination::MaxIterations {
         if params.verify_residual && !verified {
-            r_norm = true_residual(a, b, x, &mut r, &mut ap, k)?;
+            (r_norm, gap) = verify_residual(a, b, x, &mut r, &mut ap, k, gt.is_some())?;
             applications += 1;
             verified = true;
             if let Some(last) = history.last_mut() {
@@ -254,9 +285,17 @@ where
         });
     }
     let spectrum = lanczos::ritz_extremes(&alphas, &betas);
+    // The residual bound, or the Gauss–Radau one where it is available and smaller.
+    let with_gr = |l: f64| {
+        let residual_bound = r_norm / l;
+        let sqrt_l = l.sqrt();
+        gt.map_or(residual_bound, |g| {
+            ((g.sqrt() * r_norm_rec + gap / sqrt_l) / sqrt_l).min(residual_bound)
+        })
+    };
     let error_bound = match (params.lambda_min, spectrum) {
-        (Some(l), _) if verified => Some(Bound::certified(r_norm / l)),
-        (Some(l), _) => Some(Bound::estimated(r_norm / l)),
+        (Some(l), _) if verified => Some(Bound::certified(with_gr(l))),
+        (Some(l), _) => Some(Bound::estimated(with_gr(l))),
         (None, Some(s)) if s.lambda_min > 0.0 => Some(Bound::estimated(r_norm / s.lambda_min)),
         _ => None,
     };
@@ -291,16 +330,4 @@ fn normalize<V: Vector>(p: &mut V, norm: f64) {
         p.scale(1.0 / root);
         p.scale(1.0 / root);
     }
-}
-
-/// `r ← b − A x`, returning `‖r‖`.
-fn true_residual<V, O>(a: &mut O, b: &V, x: &V, r: &mut V, ap: &mut V, k: usize) -> Result<f64>
-where
-    V: Vector,
-    O: Operator<V> + ?Sized,
-{
-    apply_checked(a, x, ap, k)?;
-    r.copy_from(b);
-    r.axpy(-1.0, ap);
-    Ok(r.norm())
 }

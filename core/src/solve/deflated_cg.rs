@@ -159,6 +159,7 @@ fn validate(params: &Params) -> Result<()> {
         max_restarts: params.max_restarts,
         require_convergence: params.require_convergence,
         timing: params.timing,
+        gauss_radau: false,
     })
 }
 
