@@ -42,6 +42,20 @@ pub fn gauss_radau_next(gamma_tilde: f64, gamma: f64, delta: f64, mu: f64) -> Op
     (diff > 0.0 && next.is_finite() && next > 0.0).then_some(next)
 }
 
+/// The Gauss–Radau recurrence's start `γ̃_0 = 1/μ` (`None` if it is not finite).
+pub fn gauss_radau_start(mu: f64) -> Option<f64> {
+    Some(1.0 / mu).filter(|g| g.is_finite())
+}
+
+/// The Euclidean error bound from the Gauss–Radau one: with `‖e‖²_A ≤ γ̃·ρ` for the recursive
+/// residual (`residual_norm = √ρ = √(r_recᵀz_rec)`, `‖r_rec‖` without preconditioner), the drift
+/// `gap = ‖r_true − r_rec‖` and `λ_min(A) ≥ lambda_min`,
+/// `‖v − v*‖ ≤ (√γ̃·√ρ + gap/√lambda_min)/√lambda_min` (documented in `solve::pcg`).
+pub fn gauss_radau_error(gamma_tilde: f64, residual_norm: f64, gap: f64, lambda_min: f64) -> f64 {
+    let sqrt_l = lambda_min.sqrt();
+    (gamma_tilde.sqrt() * residual_norm + gap / sqrt_l) / sqrt_l
+}
+
 /// Condition number bound of `I − J` for symmetric `J` with `‖J‖ ≤ q < 1`: `(1 + q)/(1 − q)`.
 pub fn kappa_from_contraction(q: f64) -> f64 {
     (1.0 + q) / (1.0 - q)

@@ -31,7 +31,7 @@
 //! recomputed; if rounding made them drift apart, CG restarts from the true residual (at most
 //! `max_restarts` times).
 
-use crate::bounds::gauss_radau_next;
+use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_start};
 use crate::error::{Error, Location, Result};
 use crate::lanczos;
 use crate::observer::{IterationState, Observer};
@@ -146,8 +146,7 @@ where
     let gr_node = params
         .lambda_min
         .filter(|l| params.gauss_radau && l.is_normal());
-    let restart_gt = || gr_node.map(|mu| 1.0 / mu).filter(|g| g.is_finite());
-    let mut gt = restart_gt();
+    let mut gt = gr_node.and_then(gauss_radau_start);
     let mut gap = 0.0f64;
     // ‖r_rec‖ of the recursion the quadrature belongs to (the true residual overwrites r_norm).
     let mut r_norm_rec = r_norm;
@@ -172,7 +171,7 @@ where
                 break Termination::Converged;
             }
             // A fresh Krylov process from the true residual: the quadrature starts over.
-            gt = restart_gt();
+            gt = gr_node.and_then(gauss_radau_start);
             gap = 0.0;
             r_norm_rec = r_norm;
             // The recursive residual drifted away from the true one: restart from the truth.
@@ -288,9 +287,8 @@ where
     // The residual bound, or the Gauss–Radau one where it is available and smaller.
     let with_gr = |l: f64| {
         let residual_bound = r_norm / l;
-        let sqrt_l = l.sqrt();
         gt.map_or(residual_bound, |g| {
-            ((g.sqrt() * r_norm_rec + gap / sqrt_l) / sqrt_l).min(residual_bound)
+            gauss_radau_error(g, r_norm_rec, gap, l).min(residual_bound)
         })
     };
     let error_bound = match (params.lambda_min, spectrum) {

@@ -59,7 +59,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bounds::gauss_radau_next;
+use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_start};
 use crate::error::{Error, Location, Result};
 use crate::lanczos;
 use crate::observer::{IterationState, Observer};
@@ -266,9 +266,9 @@ where
     } else {
         None
     };
-    let sqrt_l = params.lambda_min.map_or(1.0, f64::sqrt);
     let gr_bound = |gt: Option<f64>, rho: f64, gap: f64| {
-        gt.map(|g| (g.sqrt() * rho.sqrt() + gap / sqrt_l) / sqrt_l)
+        gt.zip(params.lambda_min)
+            .map(|(g, l)| gauss_radau_error(g, rho.sqrt(), gap, l))
     };
     let per_unit = params.target_error.map(|e| e / params.error_scale);
     let gr_meets = |b: Option<f64>| matches!((b, per_unit), (Some(b), Some(e)) if b <= e);
@@ -322,7 +322,7 @@ where
             rho = precond_dot(&r, &z, k)?;
             p.copy_from(&z);
             need_direction = false;
-            gt = gr_node.map(|mu| 1.0 / mu).filter(|g| g.is_finite());
+            gt = gr_node.and_then(gauss_radau_start);
         }
         op_clock.run(|| apply_checked(a, &p, &mut ap, k + 1))?;
         applications += 1;
@@ -511,14 +511,15 @@ where
     V: Vector,
     O: Operator<V> + ?Sized,
 {
-    if !gap {
-        return Ok((true_residual(a, b, x, r, ap, k)?, 0.0));
-    }
     apply_checked(a, x, ap, k)?;
-    // r ← r_rec + Ax − b = r_rec − r_true.
-    r.axpy(1.0, ap);
-    r.axpy(-1.0, b);
-    let drift = r.norm();
+    let drift = if gap {
+        // r ← r_rec + Ax − b = r_rec − r_true.
+        r.axpy(1.0, ap);
+        r.axpy(-1.0, b);
+        r.norm()
+    } else {
+        0.0
+    };
     r.copy_from(b);
     r.axpy(-1.0, ap);
     Ok((r.norm(), drift))
@@ -537,8 +538,5 @@ where
     V: Vector,
     O: Operator<V> + ?Sized,
 {
-    apply_checked(a, x, ap, k)?;
-    r.copy_from(b);
-    r.axpy(-1.0, ap);
-    Ok(r.norm())
+    Ok(verify_residual(a, b, x, r, ap, k, false)?.0)
 }
