@@ -38,7 +38,14 @@
 //! `μ`, and the Gauss–Radau rule with `k + 1` nodes, one fixed at `μ`, integrates it exactly.
 //!
 //! In floating point the bound is used by the solver against the recursive residual, with the gap
-//! to the true residual added (see the solver's documentation); the tests below run κ up to 10⁶.
+//! to the true residual added (see the solver's documentation), and with the node a relative
+//! `10⁻⁴` below the caller's lower bound ([`ibau_core::bounds::GAUSS_RADAU_NODE_MARGIN`]): the
+//! coefficients of finite-precision CG are those of exact CG for a measure with points in small
+//! intervals around the eigenvalues (Greenbaum 1989), so a node exactly at `λ_min` is not below
+//! all of them, and the bound failed (by up to 1.6×) once a small Krylov space was exhausted —
+//! found by test 2 below, whose seed is kept in `proptest-regressions/gauss_radau.txt`. Statement
+//! 3 is about exact arithmetic and is tested on the textbook recurrence with the exact node, on
+//! well-separated spectra. The tests below run κ up to 10⁶.
 //!
 //! # Sources
 //! G. Meurant, P. Tichý, *Approximating the extreme Ritz values and upper bounds for the A-norm
@@ -201,18 +208,26 @@ mod tests {
         }
 
         /// 3: a spectrum of `k + 1` points with `μ = λ_min` among them: after `k` steps the
-        /// bound equals the error (to rounding).
+        /// bound equals the error (to rounding). Exactness is a property of exact arithmetic:
+        /// in floating point it holds as long as the computed Krylov basis stays orthogonal,
+        /// which needs the eigenvalues well separated. The strategy therefore spaces them on a
+        /// log scale with gaps between ½ and 1½ times the mean (adjacent ratio ≥ κ^{1/(3k)}).
+        /// Clustered spectra (found by CI on 2026-12-04, ratio 1.07 at κ = 10⁴: the large
+        /// eigenvalue's Ritz value converges, orthogonality is lost, and the computed
+        /// coefficients describe a measure with more than `k + 1` points) keep the upper bound
+        /// (test 1) but not the equality.
         #[test]
         fn gauss_radau_is_exact_on_k_plus_one_eigenvalues(
             k in 1usize..6,
             log_kappa in 0.5..4.0f64,
-            interior in prop::collection::vec(0.05..0.95f64, 6),
+            gaps in prop::collection::vec(0.5..1.5f64, 6),
             hh in householder(7),
             coef in prop::collection::vec(0.2..1.0f64, 7),
         ) {
             let kappa = 10f64.powf(log_kappa);
+            let total: f64 = gaps[..k].iter().sum();
             let mut ev = vec![1.0, kappa];
-            ev.extend(interior[..k - 1].iter().map(|t| kappa.powf(*t)));
+            ev.extend((1..k).map(|i| kappa.powf(gaps[..i].iter().sum::<f64>() / total)));
             let hh: Vec<Vec<f64>> = hh[..=k].iter().map(|h| h[..=k].to_vec()).collect();
             let a = Spectral::new(&ev, &hh);
             let b = a.from_eigen_coordinates(&Array1::from(coef[..=k].to_vec()));

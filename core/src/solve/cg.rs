@@ -13,8 +13,9 @@
 //!   (`verify_residual`, one extra application); otherwise the smallest Ritz value stands in for
 //!   λ_min and the bound is an *estimate* (Ritz values over-estimate λ_min);
 //! * a posteriori, tighter (with `gauss_radau` and `lambda_min`): the Gauss–Radau upper bound on
-//!   `‖v_k − v*‖_A` from CG's coefficients with the node `lambda_min`
-//!   ([`crate::bounds::gauss_radau_next`], derived in `proofs::gauss_radau`), plus the measured
+//!   `‖v_k − v*‖_A` from CG's coefficients with the node `(1 − 10⁻⁴)·lambda_min`
+//!   ([`crate::bounds::gauss_radau_next`], [`crate::bounds::gauss_radau_node`], derived in
+//!   `proofs::gauss_radau`), plus the measured
 //!   drift of the recursive residual, divided by `√lambda_min`; the reported bound is the smaller
 //!   of the two (as in [`crate::solve::pcg`], whose documentation states it in full).
 //!
@@ -31,7 +32,7 @@
 //! recomputed; if rounding made them drift apart, CG restarts from the true residual (at most
 //! `max_restarts` times).
 
-use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_start};
+use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_node, gauss_radau_start};
 use crate::error::{Error, Location, Result};
 use crate::lanczos;
 use crate::observer::{IterationState, Observer};
@@ -145,7 +146,8 @@ where
     // recursive residual measured at the last recomputation.
     let gr_node = params
         .lambda_min
-        .filter(|l| params.gauss_radau && l.is_normal());
+        .filter(|_| params.gauss_radau)
+        .and_then(gauss_radau_node);
     let mut gt = gr_node.and_then(gauss_radau_start);
     let mut gap = 0.0f64;
     // ‖r_rec‖ of the recursion the quadrature belongs to (the true residual overwrites r_norm).

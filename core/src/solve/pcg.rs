@@ -15,7 +15,8 @@
 //!   not enter it, so any `M` keeps it valid;
 //! * a posteriori, tighter (Gauss–Radau, with `gauss_radau`, when `lambda_min` is given and the
 //!   preconditioner knows `s ≤ λ_min(M⁻¹)`, [`Preconditioner::inverse_lower_bound`]): with the
-//!   node `μ = lambda_min·s ≤ λ_min(M⁻¹A)`, the recurrence `γ̃_0 = 1/μ`,
+//!   node `μ = (1 − 10⁻⁴)·lambda_min·s < λ_min(M⁻¹A)` ([`crate::bounds::gauss_radau_node`]; the
+//!   margin is for floating point, below), the recurrence `γ̃_0 = 1/μ`,
 //!   `γ̃_{k+1} = (γ̃_k − γ_k)/(μ(γ̃_k − γ_k) + δ_{k+1})` over PCG's step lengths `γ_k` and
 //!   direction coefficients `δ_{k+1}` gives `‖v_k − v*‖²_A ≤ γ̃_k·r_kᵀz_k` in exact arithmetic
 //!   (the Gauss–Radau quadrature rule for the Stieltjes integral that `‖e_k‖²_A` is, with a node
@@ -26,7 +27,10 @@
 //!   `‖r‖/√λ_min ≥ ‖e‖_A` on top). Floating point: the coefficients of finite-precision CG are
 //!   those of exact CG on a nearby larger matrix whose spectrum lies in tiny intervals around
 //!   that of `A` (Greenbaum 1989), which is why such quadrature bounds stay valid up to the
-//!   attainable accuracy (Strakoš & Tichý 2002); the gap term covers the drift of the recursive
+//!   attainable accuracy (Strakoš & Tichý 2002) — provided the node lies below those intervals,
+//!   which the relative margin `10⁻⁴` ensures while `ε·κ·n ≪ 10⁻⁴` (a node exactly at
+//!   `λ_min` gave a bound 10 % below the error once the Krylov space was exhausted, see
+//!   [`crate::bounds::GAUSS_RADAU_NODE_MARGIN`]); the gap term covers the drift of the recursive
 //!   residual, and a rounding that breaks `γ̃_k > γ_k` switches the bound off for the rest of
 //!   the run (until a restart). Checked against the dense error by property tests
 //!   (`core/tests/performance.rs`, `proofs::cg`).
@@ -59,7 +63,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_start};
+use crate::bounds::{gauss_radau_error, gauss_radau_next, gauss_radau_node, gauss_radau_start};
 use crate::error::{Error, Location, Result};
 use crate::lanczos;
 use crate::observer::{IterationState, Observer};
@@ -258,9 +262,7 @@ where
     // gap ‖r_true − r_rec‖ measured at the last recomputation of the residual.
     let gr_node = if params.gauss_radau {
         match (params.lambda_min, m.inverse_lower_bound()) {
-            (Some(l), Some(s)) if s.is_finite() && s > 0.0 => {
-                Some(l * s).filter(|mu| mu.is_normal())
-            }
+            (Some(l), Some(s)) if s.is_finite() && s > 0.0 => gauss_radau_node(l * s),
             _ => None,
         }
     } else {
