@@ -754,6 +754,126 @@ fn apply_gradient(
     Ok(())
 }
 
+/// What every outer step of a round shares.
+struct Step<'a> {
+    model: &'a Model,
+    params: &'a [Tensor],
+    cfg: &'a UnlearnConfig,
+    core_params: &'a ibau_core::Params,
+    /// The first clean batch, on which the inner objective G is evaluated (as the authors do).
+    first: &'a Split,
+    /// The round's perturbations δ (one, or one per class-search candidate).
+    deltas: &'a [Tensor],
+}
+
+/// One outer step's mini-batch.
+struct Batch<'a> {
+    /// Its size.
+    k: usize,
+    x: &'a Tensor,
+    y: &'a Tensor,
+    /// The original model's probabilities on `x` (self-distillation), if used.
+    soft: Option<&'a Tensor>,
+}
+
+/// The fine-tune-only ablation's gradient: the outer loss on the unperturbed batch.
+fn fine_tune_gradient(
+    step: &Step<'_>,
+    batch: &Batch<'_>,
+    report: &mut StepReport,
+) -> Result<Option<TensorList>> {
+    let og = outer_gradients(
+        |_w, _l| {
+            outer_loss(
+                &step.model.forward_t(batch.x, false),
+                batch.y,
+                batch.soft,
+                step.cfg.distill,
+            )
+        },
+        step.deltas,
+        step.params,
+    )?;
+    report.outer_loss = og.value;
+    Ok(Some(og.grad_lambda))
+}
+
+/// I-BAU's outer gradient for one batch: the implicit hypergradient of the outer loss on the
+/// perturbed batch through the fixed point of Φ = δ − α∇_δG, solved by the core from
+/// `warm` (the previous step's `v`, when warm starts are on). Returns the gradient to apply
+/// (`None`: skip the step) and the `v` to start the next solve from. A failed solve is
+/// counted, reported and handled by [`UnlearnConfig::on_solver_failure`].
+fn ibau_gradient(
+    step: &Step<'_>,
+    batch: &Batch<'_>,
+    warm: Option<TensorList>,
+    summary: &mut Summary,
+    report: &mut StepReport,
+) -> Result<(Option<TensorList>, Option<TensorList>)> {
+    let (cfg, model) = (step.cfg, step.model);
+    let k = batch.k;
+    let device = step.params[0].device();
+    let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
+    let chosen =
+        Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?.f_narrow(0, 0, n_pert as i64)?;
+    // The perturbed samples take the perturbations in turn (all of them the one δ when there
+    // is one).
+    let masks = candidate_masks(&chosen, k, step.deltas.len(), device)?;
+    let outer = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+        let mut shift = masks[0].f_mul(&w[0])?;
+        for (m, wj) in masks.iter().zip(w).skip(1) {
+            shift = shift.f_add(&m.f_mul(wj)?)?;
+        }
+        outer_loss(
+            &model.forward_t(&perturb(batch.x, &shift, cfg.clamp)?, false),
+            batch.y,
+            batch.soft,
+            cfg.distill,
+        )
+    };
+    // G of the stacked perturbations: the authors' G of each, averaged.
+    let first = step.first;
+    let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+        let terms = w
+            .iter()
+            .map(|wj| -> Result<Tensor> {
+                let ce = cross_entropy(
+                    &model.forward_t(&first.images.f_add(wj)?, false),
+                    &first.labels,
+                )?;
+                Ok(ce
+                    .f_neg()?
+                    .f_add(&wj.f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
+    };
+    let map = GradientDescentMap::new(inner, step.deltas, step.params, cfg.fp_alpha)?;
+    let og = outer_gradients(outer, step.deltas, step.params)?;
+    report.outer_loss = og.value;
+    let direct = og.grad_lambda.clone();
+    match map.hypergradient(og, step.core_params, warm.as_ref(), &mut ()) {
+        Ok(hg) => {
+            summary.hvps += hg.info.operator_applications + 1;
+            report.solver = Some(hg.info);
+            Ok((Some(hg.gradient), Some(hg.v)))
+        }
+        Err(e) => {
+            summary.hvps += map.applications();
+            summary.solver_failures += 1;
+            report.solver_error = Some(e.to_string());
+            if summary.first_solver_error.is_none() {
+                summary.first_solver_error = Some(e.to_string());
+            }
+            match cfg.on_solver_failure {
+                FailurePolicy::DirectGradient => Ok((Some(direct), None)),
+                FailurePolicy::Skip => Ok((None, None)),
+                FailurePolicy::Abort => Err(e),
+            }
+        }
+    }
+}
+
 /// Unlearns `model` on the clean set with `cfg`. With `eval = Some((split, attack))`, ACC/ASR
 /// are measured after every round (reporting only — nothing is tuned on it).
 ///
@@ -816,6 +936,14 @@ pub fn unlearn(
                 vec![],
             ),
         };
+        let step = Step {
+            model,
+            params: &params,
+            cfg,
+            core_params: &core_params,
+            first: &first,
+            deltas: &deltas,
+        };
         for _epoch in 0..cfg.epochs_per_round {
             let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
             let mut i = 0;
@@ -838,87 +966,20 @@ pub fn unlearn(
                     solver_error: None,
                     metrics: None,
                 };
+                let batch = Batch {
+                    k,
+                    x: &x,
+                    y: &y,
+                    soft: soft.as_ref(),
+                };
                 let grads = match cfg.method {
-                    Method::FineTune => {
-                        let og = outer_gradients(
-                            |_w, _l| {
-                                outer_loss(
-                                    &model.forward_t(&x, false),
-                                    &y,
-                                    soft.as_ref(),
-                                    cfg.distill,
-                                )
-                            },
-                            &deltas,
-                            &params,
-                        )?;
-                        report.outer_loss = og.value;
-                        Some(og.grad_lambda)
-                    }
+                    Method::FineTune => fine_tune_gradient(&step, &batch, &mut report)?,
                     Method::Ibau => {
-                        let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
-                        let chosen = Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?
-                            .f_narrow(0, 0, n_pert as i64)?;
-                        // The perturbed samples take the perturbations in turn (all of them
-                        // the one δ when there is one).
-                        let masks = candidate_masks(&chosen, k, deltas.len(), device)?;
-                        let outer = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-                            let mut shift = masks[0].f_mul(&w[0])?;
-                            for (m, wj) in masks.iter().zip(w).skip(1) {
-                                shift = shift.f_add(&m.f_mul(wj)?)?;
-                            }
-                            outer_loss(
-                                &model.forward_t(&perturb(&x, &shift, cfg.clamp)?, false),
-                                &y,
-                                soft.as_ref(),
-                                cfg.distill,
-                            )
-                        };
-                        // G of the stacked perturbations: the authors' G of each, averaged.
-                        let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-                            let terms = w
-                                .iter()
-                                .map(|wj| -> Result<Tensor> {
-                                    let ce = cross_entropy(
-                                        &model.forward_t(&first.images.f_add(wj)?, false),
-                                        &first.labels,
-                                    )?;
-                                    Ok(ce.f_neg()?.f_add(
-                                        &wj.f_square()?
-                                            .f_sum(Kind::Float)?
-                                            .f_mul_scalar(cfg.reg)?,
-                                    )?)
-                                })
-                                .collect::<Result<Vec<_>>>()?;
-                            Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
-                        };
-                        let map = GradientDescentMap::new(inner, &deltas, &params, cfg.fp_alpha)?;
-                        let og = outer_gradients(outer, &deltas, &params)?;
-                        report.outer_loss = og.value;
-                        let direct = og.grad_lambda.clone();
-                        let start_v = if cfg.warm_start { warm.as_ref() } else { None };
-                        match map.hypergradient(og, &core_params, start_v, &mut ()) {
-                            Ok(hg) => {
-                                summary.hvps += hg.info.operator_applications + 1;
-                                report.solver = Some(hg.info);
-                                warm = Some(hg.v);
-                                Some(hg.gradient)
-                            }
-                            Err(e) => {
-                                summary.hvps += map.applications();
-                                summary.solver_failures += 1;
-                                report.solver_error = Some(e.to_string());
-                                if summary.first_solver_error.is_none() {
-                                    summary.first_solver_error = Some(e.to_string());
-                                }
-                                warm = None;
-                                match cfg.on_solver_failure {
-                                    FailurePolicy::DirectGradient => Some(direct),
-                                    FailurePolicy::Skip => None,
-                                    FailurePolicy::Abort => return Err(e),
-                                }
-                            }
-                        }
+                        let start_v = if cfg.warm_start { warm.take() } else { None };
+                        let (grads, v) =
+                            ibau_gradient(&step, &batch, start_v, &mut summary, &mut report)?;
+                        warm = v;
+                        grads
                     }
                 };
                 match grads {
