@@ -9,7 +9,10 @@
 //! epochs = 2
 //! clean_size = 5000          # ≤ 5000: the first n of the defender's clean pool
 //! seed = 0
-//! preset = "paper"           # paper | tuned; or give a full [unlearn] table instead
+//! preset = "paper"           # paper | tuned
+//!
+//! [unlearn]                  # optional: overrides keys of the preset's configuration
+//! rounds = 3
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -58,7 +61,8 @@ pub struct ExperimentConfig {
     pub preset: Preset,
     /// I-BAU or the fine-tuning ablation (overrides the preset's method).
     pub method: Method,
-    /// A full unlearning configuration, overriding the preset.
+    /// An unlearning configuration overriding the preset (in a file, `[unlearn]` may give only
+    /// some keys: [`ExperimentConfig::from_toml`]).
     pub unlearn: Option<UnlearnConfig>,
 }
 
@@ -88,9 +92,37 @@ impl ExperimentConfig {
     /// # Errors
     /// [`Error::Parse`] with the TOML error (unknown keys included); [`Error::Config`] for values
     /// out of range.
+    ///
+    /// An `[unlearn]` table may be partial: the keys it omits come from the file's `preset`
+    /// (`tuned` sized by the file's `clean_size`), with the file's `method` and `seed`, and the
+    /// completed table then replaces the preset (a later `--preset` does not change it).
     pub fn from_toml(text: &str) -> Result<Self> {
-        let cfg: ExperimentConfig =
-            toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        let parse = |e: toml::de::Error| Error::Parse(e.to_string());
+        let mut doc: toml::Table = toml::from_str(text).map_err(parse)?;
+        let cfg = match doc.remove("unlearn") {
+            // No [unlearn]: parse the text itself, so that errors point at their line.
+            None => toml::from_str(text).map_err(parse)?,
+            Some(toml::Value::Table(partial)) => {
+                let mut cfg: ExperimentConfig = doc.try_into().map_err(parse)?;
+                let base = cfg.unlearn_config();
+                let mut full =
+                    toml::Table::try_from(&base).map_err(|e| Error::Parse(e.to_string()))?;
+                // Nested tables ([unlearn.solver], [unlearn.inner]) are tagged enums: a given
+                // one replaces the preset's whole.
+                full.extend(partial);
+                cfg.unlearn = Some(
+                    full.try_into()
+                        .map_err(|e: toml::de::Error| Error::Parse(format!("[unlearn]: {e}")))?,
+                );
+                cfg
+            }
+            Some(other) => {
+                return Err(Error::Parse(format!(
+                    "unlearn must be a table ([unlearn]), not {}",
+                    other.type_str()
+                )))
+            }
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -164,6 +196,54 @@ mod tests {
         assert!(ExperimentConfig::from_toml("attack = \"nope\"").is_err());
         assert!(ExperimentConfig::from_toml("clean_size = 0").is_err());
         assert!(ExperimentConfig::from_toml("target = 10").is_err());
+    }
+
+    #[test]
+    fn partial_unlearn_tables_complete_the_files_preset() {
+        let c = ExperimentConfig::from_toml("[unlearn]\nrounds = 3\n").unwrap();
+        let u = c.unlearn.unwrap();
+        assert_eq!(u.rounds, 3);
+        assert_eq!(
+            UnlearnConfig { rounds: 1, ..u },
+            UnlearnConfig {
+                rounds: 1,
+                ..UnlearnConfig::paper()
+            }
+        );
+        // The base is the file's preset, sized by the file's clean_size, with its seed.
+        let c = ExperimentConfig::from_toml(
+            "preset = \"tuned\"\nclean_size = 100\nseed = 7\n[unlearn]\nouter_lr = 0.5\n",
+        )
+        .unwrap();
+        let expected = UnlearnConfig {
+            outer_lr: 0.5,
+            seed: 7,
+            ..UnlearnConfig::tuned(100)
+        };
+        assert_eq!(c.unlearn.unwrap(), expected);
+        // A nested table replaces the preset's.
+        let c = ExperimentConfig::from_toml(
+            "[unlearn.solver]\nkind = \"cg\"\nrel_tol = 0.01\nmax_iter = 20\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.unlearn.unwrap().solver,
+            crate::ibau::Solver::Cg {
+                rel_tol: 0.01,
+                max_iter: 20
+            }
+        );
+        // Unknown keys, bad values and a non-table are still errors, naming the key.
+        for (text, needle) in [
+            ("[unlearn]\nrounds = 3\nrouds = 4\n", "rouds"),
+            ("[unlearn]\nrounds = \"three\"\n", "rounds"),
+            ("[unlearn]\nrounds = 0\n", "rounds"),
+            ("unlearn = 3\n", "unlearn must be a table"),
+            ("atack = 1\n[unlearn]\nrounds = 3\n", "atack"),
+        ] {
+            let e = ExperimentConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
     }
 
     #[test]

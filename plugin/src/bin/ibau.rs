@@ -206,8 +206,8 @@ fn config(cli: &Cli, o: &Overrides) -> Result<ExperimentConfig> {
         method
     );
     if let Some(u) = c.unlearn.as_mut() {
-        // A full [unlearn] table: the command line still overrides its method and seed, and a
-        // preset cannot silently lose against it.
+        // An [unlearn] table (completed from the file's preset): the command line still overrides
+        // its method and seed, and a preset cannot silently lose against it.
         if o.preset.is_some() {
             bail!("--preset conflicts with the [unlearn] table of the configuration file (remove one of them)");
         }
