@@ -79,16 +79,21 @@ mod tests {
     }
 
     proptest! {
-        /// κ ≤ 10, n ≤ 12: the residual meets 1e-10‖b‖ within n iterations.
+        /// κ ≤ 10, n ≤ 12: the residual meets 1e-10‖b‖ within n iterations — in exact
+        /// arithmetic. In floating point the n-th residual is not exactly zero and, rarely
+        /// (measured 2026-12-04: 1 of 10⁵ cases with `PROPTEST_RNG_SEED=301`, needing n + 1;
+        /// found by seed 101), is still just above 1e-10‖b‖ (e.g. 1.2e-10 at n = 11, κ = 8, eight
+        /// eigenvalues in [2.6, 4.4]); the next step reaches 1e-15. So the test allows two
+        /// steps beyond n; its failing seeds are kept in `proptest-regressions/cg.txt`.
         #[test]
         fn cg_terminates_within_n_steps(
             (a, b) in spd(2, 12, 1.0).prop_flat_map(|a| { let n = a.n(); (Just(a), vector(n)) }),
         ) {
             let n = a.n();
-            let params = cg::Params { max_iter: n, rel_tol: 1e-10, ..Default::default() };
+            let params = cg::Params { max_iter: n + 2, rel_tol: 1e-10, ..Default::default() };
             let (v, info, _) = solve_recorded(&a.matrix, &b, &Array1::zeros(n), &params);
             prop_assert_eq!(info.termination, Termination::Converged);
-            prop_assert!(info.iterations <= n);
+            prop_assert!(info.iterations <= n + 2);
             prop_assert!(info.residual_verified);
             let r = norm(&(&b - &a.matrix.dot(&v)));
             prop_assert!(r <= 1e-10 * norm(&b), "‖r‖ = {:e} after {} ≤ n = {} steps", r, info.iterations, n);
