@@ -1025,20 +1025,49 @@ fn sweep(
                             let r = run_unlearning(cli, &c2, &m, &d, &attack, false, None)?;
                             let u = c2.unlearn_config();
                             let label = preset.map_or("Config".to_string(), |p| format!("{p:?}"));
-                            // The last round's search outcome (ClassSearch only).
-                            let search = r.summary.searches.last().and_then(|s| s.first().map(|o| (o, &s[1..]))).map_or(String::new(), |(o, rest)| {
-                                let also: Vec<String> = rest.iter().map(|c| format!("{{\"candidate\":\"{}\",\"flip_rate\":{}}}", c.candidate, c.flip_rate)).collect();
-                                format!(
-                                    ",\"search\":{{\"candidate\":\"{}\",\"radius\":{},\"flip_rate\":{},\"also\":[{}]}}",
-                                    o.candidate, o.radius, o.flip_rate, also.join(",")
-                                )
+                            let mut row = serde_json::json!({
+                                "dataset": format!("{dataset:?}"),
+                                "attack": attack_kind.to_string(),
+                                "arch": format!("{:?}", c.arch),
+                                "seed": seed,
+                                "clean_size": clean_size,
+                                "preset": label,
+                                "eval": if cli.holdout { "holdout" } else { "evaluation" },
+                                "method": format!("{method:?}"),
+                                "rounds": u.rounds,
+                                "batch_size": u.batch_size,
+                                "acc_before": before.acc,
+                                "asr_before": before.asr,
+                                "acc_after": r.after.acc,
+                                "asr_after": r.after.asr,
+                                "seconds": (r.seconds * 100.0).round() / 100.0,
+                                "round_seconds": r.summary.round_seconds,
+                                "solver_failures": r.summary.solver_failures,
+                                "steps": r.summary.steps,
+                                "hvps": r.summary.hvps,
                             });
-                            let line = format!(
-                                "{{\"dataset\":\"{:?}\",\"attack\":\"{}\",\"arch\":\"{:?}\",\"seed\":{},\"clean_size\":{},\"preset\":\"{}\",\"eval\":\"{}\",\"method\":\"{:?}\",\"rounds\":{},\"batch_size\":{},\"acc_before\":{},\"asr_before\":{},\"acc_after\":{},\"asr_after\":{},\"seconds\":{:.2},\"round_seconds\":{:?},\"solver_failures\":{},\"steps\":{},\"hvps\":{}{search}}}",
-                                dataset, attack_kind, c.arch, seed, clean_size, label, if cli.holdout { "holdout" } else { "evaluation" }, method, u.rounds, u.batch_size,
-                                before.acc, before.asr, r.after.acc, r.after.asr, r.seconds, r.summary.round_seconds,
-                                r.summary.solver_failures, r.summary.steps, r.summary.hvps
-                            );
+                            // The last round's search outcome (ClassSearch only): the best
+                            // candidate, and the others it kept.
+                            if let Some((best, rest)) =
+                                r.summary.searches.last().and_then(|s| s.split_first())
+                            {
+                                let also: Vec<_> = rest
+                                    .iter()
+                                    .map(|c| {
+                                        serde_json::json!({
+                                            "candidate": c.candidate.to_string(),
+                                            "flip_rate": c.flip_rate,
+                                        })
+                                    })
+                                    .collect();
+                                row["search"] = serde_json::json!({
+                                    "candidate": best.candidate.to_string(),
+                                    "radius": best.radius,
+                                    "flip_rate": best.flip_rate,
+                                    "also": also,
+                                });
+                            }
+                            let line = serde_json::to_string(&row)?;
                             writeln!(file, "{line}")?;
                             file.flush()?;
                             println!("{:?} {} seed {} n={} {} {:?}: ACC {} → {}, ASR {} → {} ({:.0} s, {} solver failures)",
