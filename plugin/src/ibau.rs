@@ -812,7 +812,7 @@ fn ibau_gradient(
 ) -> Result<(Option<TensorList>, Option<TensorList>)> {
     let (cfg, model) = (step.cfg, step.model);
     let k = batch.k;
-    let device = step.params[0].device();
+    let device = model.vs.device();
     let n_pert = ((k as f64 * cfg.perturb_fraction) as usize).max(1);
     let chosen =
         Tensor::f_randperm(k as i64, (Kind::Int64, Device::Cpu))?.f_narrow(0, 0, n_pert as i64)?;

@@ -66,7 +66,7 @@ use crate::observer::{IterationState, Observer};
 use crate::operator::{apply_checked, Operator};
 use crate::precond::Preconditioner;
 use crate::report::{Bound, Info, SolverKind, Spectrum, Termination, Timing};
-use crate::solve::pcg::{converged, precond_dot, true_residual, Clock};
+use crate::solve::pcg::{converged, precond_dot, verify_residual, Clock};
 use crate::solve::{check_inputs, tolerance};
 use crate::vector::Vector;
 
@@ -424,7 +424,9 @@ where
             if verified || !verify {
                 break converged(target);
             }
-            r_norm = op_clock.run(|| true_residual(a, b, x, &mut r, &mut ap, it))?;
+            r_norm = op_clock
+                .run(|| verify_residual(a, b, x, &mut r, &mut ap, it, false))?
+                .0;
             applications += 1;
             verified = true;
             if let Some(last) = history.last_mut() {
@@ -512,7 +514,9 @@ where
 
     if termination == Termination::MaxIterations {
         if verify && !verified {
-            r_norm = op_clock.run(|| true_residual(a, b, x, &mut r, &mut ap, it))?;
+            r_norm = op_clock
+                .run(|| verify_residual(a, b, x, &mut r, &mut ap, it, false))?
+                .0;
             applications += 1;
             verified = true;
             if let Some(last) = history.last_mut() {

@@ -526,19 +526,3 @@ where
     r.axpy(-1.0, ap);
     Ok((r.norm(), drift))
 }
-
-/// `r ← b − A x`, returning `‖r‖`.
-pub(crate) fn true_residual<V, O>(
-    a: &mut O,
-    b: &V,
-    x: &V,
-    r: &mut V,
-    ap: &mut V,
-    k: usize,
-) -> Result<f64>
-where
-    V: Vector,
-    O: Operator<V> + ?Sized,
-{
-    Ok(verify_residual(a, b, x, r, ap, k, false)?.0)
-}
