@@ -123,6 +123,32 @@ pub struct ClassSearch {
     pub max_candidates: usize,
 }
 
+/// The inner objective G whose fixed-point map Φ = δ − α∇_δG the implicit hypergradient
+/// differentiates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InnerObjective {
+    /// The authors': `G = −CE(f(x₀ + δ), y₀) + reg·‖δ‖²` on the first clean batch, whatever
+    /// search found δ.
+    #[default]
+    Authors,
+    /// With [`InnerSearch::ClassSearch`] only: the objective the search optimised, for each
+    /// chosen candidate, on the first clean batch's samples of its candidate set (targeted: the
+    /// samples not of class t, labelled t; untargeted and shifts as in the search), written as
+    /// a penalised minimisation `G_j = s_j·CE(f(x + δ_j), y_j) + (μ_j/2)‖δ_j‖²` (`s_j = +1`
+    /// targeted, `−1` untargeted), averaged over the candidates. The multiplier `μ_j =
+    /// max(0, −⟨∇_δ s_j·CE, δ_j⟩ / ‖δ_j‖²)` is fixed at the start of the round from the search's
+    /// end point: the KKT multiplier of the ball constraint the search ran under, so that the
+    /// search's δ is (as far as the search converged) a stationary point of `G_j` and Φ's
+    /// fixed point. Why: at the search's δ the authors' G (untargeted ascent) has
+    /// `∇²G = −∇²CE + 2·reg·I`, so Φ is not contractive and every solve fails (the implicit
+    /// term is then dropped); the targeted `G_j` is locally convex at a minimum. Measured
+    /// (README, 2026-12-06): the solves then succeed, but the implicit term is ~10³ times the
+    /// direct gradient, since δ is not re-solved as θ moves, and most models collapse; no
+    /// preset uses it.
+    Search,
+}
+
 /// The outer optimizer on θ.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -200,6 +226,9 @@ pub struct UnlearnConfig {
     /// Rescale each outer gradient to at most this norm (default `None`: no clipping).
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
+    /// The inner objective of Φ (default: the authors').
+    #[serde(default)]
+    pub inner_objective: InnerObjective,
 }
 
 impl UnlearnConfig {
@@ -226,6 +255,7 @@ impl UnlearnConfig {
             clamp: false,
             distill: 0.0,
             clip_grad_norm: None,
+            inner_objective: InnerObjective::Authors,
         }
     }
 
@@ -358,6 +388,14 @@ impl UnlearnConfig {
                 return bad(format!("projection = {r} must be finite and > 0"));
             }
         }
+        if self.inner_objective == InnerObjective::Search
+            && !matches!(self.inner, InnerSearch::ClassSearch(_))
+        {
+            return bad(
+                "inner_objective = \"search\" needs the class search (inner.kind = \"class-search\")"
+                    .into(),
+            );
+        }
         match self.solver {
             Solver::FixedPoint { steps: 0 } => bad("solver.steps must be ≥ 1".into()),
             Solver::Cg { rel_tol, max_iter }
@@ -408,6 +446,17 @@ pub struct StepReport {
     pub solver: Option<Info>,
     /// The linear solve's error (I-BAU, when it failed).
     pub solver_error: Option<String>,
+    /// I-BAU: how far the round's δ is from being the fixed point the implicit hypergradient
+    /// assumes, at this step's θ: `‖Φ(δ) − δ‖ / ‖δ‖ = α‖∇_δG‖ / ‖δ‖` (`None` for fine-tuning
+    /// or δ = 0). The implicit function theorem gives `dδ*/dθ` at a fixed point `δ* = Φ(δ*)`
+    /// only; the solve is exact for the linear system at the δ it is given, and this says how
+    /// well that δ satisfies the premise. Neither the authors' code nor our presets re-solve δ
+    /// after each outer step, so it grows as θ moves.
+    pub fixed_point_residual: Option<f64>,
+    /// I-BAU, when the solve succeeded: `‖implicit term‖ / ‖∇_θE‖`, the size of the
+    /// hypergradient's correction `(∂_θΦ)ᵀv` against the direct gradient (0: plain adversarial
+    /// training).
+    pub implicit_ratio: Option<f64>,
     /// ACC/ASR after the step on the first [`STEP_EVAL_SAMPLES`] images of the evaluation
     /// split, when the observer asked for them ([`UnlearnObserver::evaluate_after_step`]).
     pub metrics: Option<Metrics>,
@@ -497,6 +546,45 @@ pub struct Summary {
     /// What [`InnerSearch::ClassSearch`] chose, per round, best first (empty for other
     /// searches).
     pub searches: Vec<Vec<SearchOutcome>>,
+    /// [`StepReport::fixed_point_residual`] of every I-BAU step that has one, in order.
+    pub fixed_point_residuals: Vec<f64>,
+    /// [`StepReport::implicit_ratio`] of every step whose solve succeeded, in order.
+    pub implicit_ratios: Vec<f64>,
+}
+
+impl Summary {
+    /// Median and maximum of [`Summary::fixed_point_residuals`] (`None` when there are none;
+    /// the maximum is NaN when any residual is).
+    pub fn fixed_point_residual_stats(&self) -> Option<(f64, f64)> {
+        median_max(&self.fixed_point_residuals)
+    }
+
+    /// Median and maximum of [`Summary::implicit_ratios`], as
+    /// [`Summary::fixed_point_residual_stats`].
+    pub fn implicit_ratio_stats(&self) -> Option<(f64, f64)> {
+        median_max(&self.implicit_ratios)
+    }
+}
+
+/// Median and maximum (NaN when any value is NaN) of `values`; `None` when empty.
+fn median_max(values: &[f64]) -> Option<(f64, f64)> {
+    let mut r = values.to_vec();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let m = r.len() / 2;
+    let median = if r.len() % 2 == 1 {
+        r[m]
+    } else {
+        0.5 * (r[m - 1] + r[m])
+    };
+    let max = if r.iter().any(|x| x.is_nan()) {
+        f64::NAN
+    } else {
+        r[r.len() - 1]
+    };
+    Some((median, max))
 }
 
 /// Cross-entropy in the logits' dtype (`f32` models use libtorch's fused kernel).
@@ -764,6 +852,62 @@ struct Step<'a> {
     first: &'a Split,
     /// The round's perturbations δ (one, or one per class-search candidate).
     deltas: &'a [Tensor],
+    /// [`InnerObjective::Search`]: one term of G per perturbation (else the authors' G).
+    search_objective: Option<&'a [SearchTerm]>,
+}
+
+/// One candidate's term of [`InnerObjective::Search`]'s G:
+/// `sign·CE(f(x + δ), y) + (mu/2)‖δ‖²`.
+struct SearchTerm {
+    x: Tensor,
+    y: Tensor,
+    sign: f64,
+    mu: f64,
+}
+
+/// The terms of [`InnerObjective::Search`]'s G for the chosen candidates and their δ, on the
+/// first clean batch `first`, with each multiplier μ from the search's end point.
+fn search_terms(
+    model: &Model,
+    first: &Split,
+    chosen: &[SearchOutcome],
+    deltas: &[Tensor],
+    clamp: bool,
+) -> Result<Vec<SearchTerm>> {
+    let classes = tch::no_grad(|| -> Result<i64> {
+        Ok(model
+            .forward_t(&first.images.f_narrow(0, 0, 1)?, false)
+            .size()[1])
+    })?;
+    chosen
+        .iter()
+        .zip(deltas)
+        .map(|(c, delta)| -> Result<SearchTerm> {
+            let (x, y) = candidate_set(&first.images, &first.labels, c.candidate, classes)?;
+            if x.size()[0] == 0 {
+                return Err(Error::Config(format!(
+                    "inner_objective = \"search\": the first clean batch has no sample for \
+                     the candidate {}",
+                    c.candidate
+                )));
+            }
+            let sign = match c.candidate {
+                Candidate::Untargeted => -1.0,
+                _ => 1.0,
+            };
+            let d = delta.f_detach()?.f_set_requires_grad(true)?;
+            let loss = cross_entropy(&model.forward_t(&perturb(&x, &d, clamp)?, false), &y)?
+                .f_mul_scalar(sign)?;
+            let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
+            let dd = delta.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            let gd = g[0]
+                .f_mul(delta)?
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
+            let mu = if dd > 0.0 { (-gd / dd).max(0.0) } else { 0.0 };
+            Ok(SearchTerm { x, y, sign, mu })
+        })
+        .collect()
 }
 
 /// One outer step's mini-batch.
@@ -831,9 +975,27 @@ fn ibau_gradient(
             cfg.distill,
         )
     };
-    // G of the stacked perturbations: the authors' G of each, averaged.
+    // G of the stacked perturbations: the authors' G of each (or the search's), averaged.
     let first = step.first;
     let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
+        if let Some(search) = step.search_objective {
+            let terms = w
+                .iter()
+                .zip(search)
+                .map(|(wj, t)| -> Result<Tensor> {
+                    let ce = cross_entropy(
+                        &model.forward_t(&perturb(&t.x, wj, cfg.clamp)?, false),
+                        &t.y,
+                    )?;
+                    Ok(ce.f_mul_scalar(t.sign)?.f_add(
+                        &wj.f_square()?
+                            .f_sum(Kind::Float)?
+                            .f_mul_scalar(0.5 * t.mu)?,
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?);
+        }
         let terms = w
             .iter()
             .map(|wj| -> Result<Tensor> {
@@ -849,12 +1011,26 @@ fn ibau_gradient(
         Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
     };
     let map = GradientDescentMap::new(inner, step.deltas, step.params, cfg.fp_alpha)?;
+    let delta_norm = TensorList::detached_copy(step.deltas)?.norm();
+    if delta_norm > 0.0 {
+        let residual = cfg.fp_alpha * map.inner_gradient()?.norm() / delta_norm;
+        report.fixed_point_residual = Some(residual);
+        summary.fixed_point_residuals.push(residual);
+    }
     let og = outer_gradients(outer, step.deltas, step.params)?;
     report.outer_loss = og.value;
     let direct = og.grad_lambda.clone();
     match map.hypergradient(og, step.core_params, warm.as_ref(), &mut ()) {
         Ok(hg) => {
             summary.hvps += hg.info.operator_applications + 1;
+            let direct_norm = direct.norm();
+            if direct_norm > 0.0 {
+                let mut implicit = hg.gradient.clone();
+                implicit.axpy(-1.0, &direct);
+                let ratio = implicit.norm() / direct_norm;
+                report.implicit_ratio = Some(ratio);
+                summary.implicit_ratios.push(ratio);
+            }
             report.solver = Some(hg.info);
             Ok((Some(hg.gradient), Some(hg.v)))
         }
@@ -936,6 +1112,12 @@ pub fn unlearn(
                 vec![],
             ),
         };
+        let terms = match cfg.inner_objective {
+            InnerObjective::Search if cfg.method == Method::Ibau => {
+                Some(search_terms(model, &first, &search, &deltas, cfg.clamp)?)
+            }
+            _ => None,
+        };
         let step = Step {
             model,
             params: &params,
@@ -943,6 +1125,7 @@ pub fn unlearn(
             core_params: &core_params,
             first: &first,
             deltas: &deltas,
+            search_objective: terms.as_deref(),
         };
         for _epoch in 0..cfg.epochs_per_round {
             let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
@@ -964,6 +1147,8 @@ pub fn unlearn(
                     gradient_norm: f64::NAN,
                     solver: None,
                     solver_error: None,
+                    fixed_point_residual: None,
+                    implicit_ratio: None,
                     metrics: None,
                 };
                 let batch = Batch {
@@ -1024,6 +1209,113 @@ pub fn unlearn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_point_residual_stats_are_median_and_max() {
+        let mut s = Summary::default();
+        assert_eq!(s.fixed_point_residual_stats(), None);
+        s.fixed_point_residuals = vec![3.0, 1.0, 2.0];
+        assert_eq!(s.fixed_point_residual_stats(), Some((2.0, 3.0)));
+        s.fixed_point_residuals.push(10.0);
+        assert_eq!(s.fixed_point_residual_stats(), Some((2.5, 10.0)));
+        s.fixed_point_residuals.push(f64::NAN);
+        let (_, max) = s.fixed_point_residual_stats().unwrap();
+        assert!(max.is_nan());
+    }
+
+    /// `search_terms`' μ is the ball constraint's KKT multiplier: where it is positive, the
+    /// gradient of `G_j = s·CE + (μ/2)‖δ‖²` at δ has no radial component (⟨∇G_j, δ⟩ = 0), and
+    /// μ is 0 exactly when `s·CE` does not decrease outwards.
+    #[test]
+    fn search_terms_multiplier_cancels_the_radial_gradient() {
+        tch::manual_seed(7);
+        let model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
+        let images = Tensor::rand([12, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let labels = Tensor::arange(12, (Kind::Int64, Device::Cpu)).remainder(10);
+        let first = Split { images, labels };
+        let mut radial_checked = 0;
+        for candidate in [
+            Candidate::Class(0),
+            Candidate::Class(3),
+            Candidate::Untargeted,
+            Candidate::Shift(1),
+        ] {
+            // δ = ∓0.5·g₀/‖g₀‖ with g₀ the gradient of s·CE at δ = 0: against it s·CE decreases
+            // outwards (μ > 0), along it it increases (μ = 0).
+            let (x, y) = candidate_set(&first.images, &first.labels, candidate, 10).unwrap();
+            let sign = if candidate == Candidate::Untargeted {
+                -1.0
+            } else {
+                1.0
+            };
+            let z =
+                Tensor::zeros([1, 1, 28, 28], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let l0 = cross_entropy(
+                &model.forward_t(&perturb(&x, &z, false).unwrap(), false),
+                &y,
+            )
+            .unwrap()
+            .f_mul_scalar(sign)
+            .unwrap();
+            let g0 = Tensor::run_backward(&[&l0], &[&z], false, false)
+                .pop()
+                .unwrap();
+            let unit = g0.f_div_scalar(f64::try_from(g0.norm()).unwrap()).unwrap();
+            for direction in [-0.5, 0.5] {
+                let delta = unit.f_mul_scalar(direction).unwrap();
+                let chosen = [SearchOutcome {
+                    candidate,
+                    radius: 1.0,
+                    flip_rate: 1.0,
+                }];
+                let terms =
+                    search_terms(&model, &first, &chosen, &[delta.shallow_clone()], false).unwrap();
+                let t = &terms[0];
+                assert!(t.mu >= 0.0, "{candidate}: μ = {}", t.mu);
+                let d = delta.detach().set_requires_grad(true);
+                let g = cross_entropy(
+                    &model.forward_t(&perturb(&t.x, &d, false).unwrap(), false),
+                    &t.y,
+                )
+                .unwrap()
+                .f_mul_scalar(t.sign)
+                .unwrap()
+                .f_add(
+                    &d.square()
+                        .sum(Kind::Float)
+                        .f_mul_scalar(0.5 * t.mu)
+                        .unwrap(),
+                )
+                .unwrap();
+                let grad = Tensor::run_backward(&[&g], &[&d], false, false);
+                let radial =
+                    f64::try_from(grad[0].f_mul(&delta).unwrap().sum(Kind::Double)).unwrap();
+                let scale =
+                    f64::try_from(grad[0].norm()).unwrap() * f64::try_from(delta.norm()).unwrap();
+                if t.mu > 0.0 {
+                    radial_checked += 1;
+                    assert!(
+                        radial.abs() <= 1e-4 * scale.max(1e-12),
+                        "{candidate}: ⟨∇G, δ⟩ = {radial}"
+                    );
+                } else {
+                    assert!(radial >= 0.0, "{candidate}: μ = 0 but ⟨∇G, δ⟩ = {radial}");
+                }
+            }
+        }
+        // Against g₀ (a short step) s·CE still decreases outwards for every candidate.
+        assert_eq!(radial_checked, 4);
+    }
+
+    #[test]
+    fn the_search_objective_needs_the_class_search() {
+        let mut c = UnlearnConfig::paper();
+        c.inner_objective = InnerObjective::Search;
+        assert!(c.validate().is_err());
+        let mut t = UnlearnConfig::tuned(100);
+        t.inner_objective = InnerObjective::Search;
+        assert!(t.validate().is_ok());
+    }
 
     #[test]
     fn candidate_sets_shift_labels_and_drop_the_target_class() {

@@ -46,6 +46,12 @@ fn poison_train_unlearn_evaluate_on_real_mnist() {
     let after = train::evaluate(&model, &eval, &attack).unwrap();
     println!("before: {before:?}\nafter: {after:?}\n{summary:?}");
     assert!(summary.steps >= 100);
+    // Every I-BAU step reports how far δ is from Φ's fixed point (finite, non-negative).
+    assert_eq!(summary.fixed_point_residuals.len(), summary.steps);
+    assert!(summary
+        .fixed_point_residuals
+        .iter()
+        .all(|r| *r >= 0.0 && r.is_finite()));
     // The search names the backdoor's target class.
     assert_eq!(summary.searches.len(), 1);
     assert_eq!(summary.searches[0][0].candidate, Candidate::Class(0));

@@ -355,6 +355,12 @@ impl UnlearnObserver for Progress<'_> {
                 m.push(("acc_step", x.acc));
                 m.push(("asr_step", x.asr));
             }
+            if let Some(f) = r.fixed_point_residual {
+                m.push(("fixed_point_residual", f));
+            }
+            if let Some(f) = r.implicit_ratio {
+                m.push(("implicit_ratio", f));
+            }
             if let Some(info) = &r.solver {
                 m.push(("solver_iterations", info.iterations as f64));
                 m.push(("solver_residual", info.residual));
@@ -535,6 +541,17 @@ fn finish_tracker(
         ("solver_failures", out.summary.solver_failures as f64),
         ("hvps", out.summary.hvps as f64),
     ];
+    let fp = out.summary.fixed_point_residual_stats();
+    let metrics: Vec<(&str, f64)> = metrics
+        .into_iter()
+        .chain(fp.map(|(median, _)| ("fixed_point_residual_median", median)))
+        .chain(fp.map(|(_, max)| ("fixed_point_residual_max", max)))
+        .chain(
+            out.summary
+                .implicit_ratio_stats()
+                .map(|(median, _)| ("implicit_ratio_median", median)),
+        )
+        .collect();
     track(
         t.log_metrics(&metrics, out.summary.steps as i64),
         &mut warned,
@@ -748,6 +765,19 @@ fn run(cli: &Cli) -> Result<()> {
             );
             if let Some(e) = &r.summary.first_solver_error {
                 println!("first solver failure (handled by the failure policy): {e}");
+            }
+            if let Some((median, max)) = r.summary.fixed_point_residual_stats() {
+                println!(
+                    "δ's fixed-point residual ‖Φ(δ) − δ‖/‖δ‖ over the steps (the implicit \
+                     hypergradient assumes 0): median {median:.2e}, max {max:.2e}"
+                );
+            }
+            if let Some((median, max)) = r.summary.implicit_ratio_stats() {
+                println!(
+                    "implicit term / direct gradient ‖(∂_θΦ)ᵀv‖/‖∇_θE‖ over the {} solved steps: \
+                     median {median:.2e}, max {max:.2e}",
+                    r.summary.implicit_ratios.len()
+                );
             }
         }
         Command::Demo { o } => demo(cli, o, device)?,
@@ -1045,6 +1075,10 @@ fn sweep(
                                 "solver_failures": r.summary.solver_failures,
                                 "steps": r.summary.steps,
                                 "hvps": r.summary.hvps,
+                                "fixed_point_residual": r.summary.fixed_point_residual_stats()
+                                    .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
+                                "implicit_ratio": r.summary.implicit_ratio_stats()
+                                    .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
                             });
                             // The last round's search outcome (ClassSearch only): the best
                             // candidate, and the others it kept.
