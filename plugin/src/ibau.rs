@@ -144,8 +144,9 @@ pub enum InnerObjective {
     /// `∇²G = −∇²CE + 2·reg·I`, so Φ is not contractive and every solve fails (the implicit
     /// term is then dropped); the targeted `G_j` is locally convex at a minimum. Measured
     /// (README, 2026-12-06): the solves then succeed, but the implicit term is ~10³ times the
-    /// direct gradient, since δ is not re-solved as θ moves, and most models collapse; no
-    /// preset uses it.
+    /// direct gradient, since δ is not re-solved as θ moves, and most models collapse; with
+    /// [`UnlearnConfig::track_steps`] it is 9–27 % and helps on Fashion-MNIST. No preset uses
+    /// it.
     Search,
 }
 
@@ -229,6 +230,28 @@ pub struct UnlearnConfig {
     /// The inner objective of Φ (default: the authors').
     #[serde(default)]
     pub inner_objective: InnerObjective,
+    /// With [`InnerObjective::Search`]: before every outer step, this many of the search's
+    /// normalised gradient steps (length `track_step_fraction` × the candidate's radius,
+    /// projected onto its ball) from the current δ on G's samples, and μ recomputed, so that δ
+    /// tracks the inner solution δ*(θ) as θ moves (default 0: δ fixed for the round).
+    #[serde(default)]
+    pub track_steps: usize,
+    /// Step length of [`UnlearnConfig::track_steps`] as a fraction of the radius (default 0.05).
+    #[serde(default = "default_track_fraction")]
+    pub track_step_fraction: f64,
+    /// I-BAU: add the implicit term `(∂_θΦ)ᵀv` to the direct gradient (default `true`);
+    /// `false` is the ablation that keeps everything else (δ, its tracking, the perturbed loss)
+    /// and skips the linear solve — adversarial training on the same perturbations.
+    #[serde(default = "yes")]
+    pub implicit_term: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_track_fraction() -> f64 {
+    0.05
 }
 
 impl UnlearnConfig {
@@ -256,6 +279,9 @@ impl UnlearnConfig {
             distill: 0.0,
             clip_grad_norm: None,
             inner_objective: InnerObjective::Authors,
+            track_steps: 0,
+            track_step_fraction: default_track_fraction(),
+            implicit_term: true,
         }
     }
 
@@ -387,6 +413,15 @@ impl UnlearnConfig {
             if !(r.is_finite() && r > 0.0) {
                 return bad(format!("projection = {r} must be finite and > 0"));
             }
+        }
+        if !(self.track_step_fraction.is_finite() && self.track_step_fraction > 0.0) {
+            return bad(format!(
+                "track_step_fraction = {} must be finite and > 0",
+                self.track_step_fraction
+            ));
+        }
+        if self.track_steps > 0 && self.inner_objective != InnerObjective::Search {
+            return bad("track_steps needs inner_objective = \"search\"".into());
         }
         if self.inner_objective == InnerObjective::Search
             && !matches!(self.inner, InnerSearch::ClassSearch(_))
@@ -682,8 +717,25 @@ fn optimise_delta(
 ) -> Result<Tensor> {
     let mut shape = xs.size();
     shape[0] = 1;
-    let mut delta = Tensor::f_zeros(shape.as_slice(), (Kind::Float, xs.device()))?;
-    for step in 0..search.steps {
+    let start = Tensor::f_zeros(shape.as_slice(), (Kind::Float, xs.device()))?;
+    let steps = (search.steps, search.step_fraction);
+    ascend_delta(model, (xs, ys), candidate, radius, steps, clamp, start)
+}
+
+/// `steps.0` normalised gradient steps of length `steps.1 · radius` from `start` on the search
+/// objective of `candidate` over `set = (xs, ys)`, each projected onto `‖δ‖₂ ≤ radius`.
+fn ascend_delta(
+    model: &Model,
+    set: (&Tensor, &Tensor),
+    candidate: Candidate,
+    radius: f64,
+    steps: (usize, f64),
+    clamp: bool,
+    start: Tensor,
+) -> Result<Tensor> {
+    let (xs, ys) = set;
+    let mut delta = start;
+    for step in 0..steps.0 {
         let d = delta.f_detach()?.f_set_requires_grad(true)?;
         let logits = model.forward_t(&perturb(xs, &d, clamp)?, false);
         // Ascent on CE(·, y) (untargeted) or on −CE(·, t) = mean log p_t (targeted).
@@ -704,7 +756,7 @@ fn optimise_delta(
         delta = tch::no_grad(|| -> Result<Tensor> {
             let mut next = d
                 .f_detach()?
-                .f_add(&g[0].f_mul_scalar(search.step_fraction * radius / gn)?)?;
+                .f_add(&g[0].f_mul_scalar(steps.1 * radius / gn)?)?;
             project_l2(&mut next, radius)?;
             Ok(next)
         })?;
@@ -1019,6 +1071,9 @@ fn ibau_gradient(
     }
     let og = outer_gradients(outer, step.deltas, step.params)?;
     report.outer_loss = og.value;
+    if !cfg.implicit_term {
+        return Ok((Some(og.grad_lambda), None));
+    }
     let direct = og.grad_lambda.clone();
     match map.hypergradient(og, step.core_params, warm.as_ref(), &mut ()) {
         Ok(hg) => {
@@ -1112,20 +1167,12 @@ pub fn unlearn(
                 vec![],
             ),
         };
-        let terms = match cfg.inner_objective {
-            InnerObjective::Search if cfg.method == Method::Ibau => {
-                Some(search_terms(model, &first, &search, &deltas, cfg.clamp)?)
-            }
-            _ => None,
-        };
-        let step = Step {
-            model,
-            params: &params,
-            cfg,
-            core_params: &core_params,
-            first: &first,
-            deltas: &deltas,
-            search_objective: terms.as_deref(),
+        let mut deltas = deltas;
+        let searching = cfg.inner_objective == InnerObjective::Search && cfg.method == Method::Ibau;
+        let mut terms = if searching {
+            Some(search_terms(model, &first, &search, &deltas, cfg.clamp)?)
+        } else {
+            None
         };
         for _epoch in 0..cfg.epochs_per_round {
             let perm = Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?;
@@ -1156,6 +1203,35 @@ pub fn unlearn(
                     x: &x,
                     y: &y,
                     soft: soft.as_ref(),
+                };
+                if let (Some(t), true) = (&terms, cfg.track_steps > 0) {
+                    // δ follows δ*(θ): a few search steps from where it is, then a fresh μ.
+                    deltas = deltas
+                        .into_iter()
+                        .zip(t.iter().zip(&search))
+                        .map(|(d, (t, c))| {
+                            let steps = (cfg.track_steps, cfg.track_step_fraction);
+                            ascend_delta(
+                                model,
+                                (&t.x, &t.y),
+                                c.candidate,
+                                c.radius,
+                                steps,
+                                cfg.clamp,
+                                d,
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    terms = Some(search_terms(model, &first, &search, &deltas, cfg.clamp)?);
+                }
+                let step = Step {
+                    model,
+                    params: &params,
+                    cfg,
+                    core_params: &core_params,
+                    first: &first,
+                    deltas: &deltas,
+                    search_objective: terms.as_deref(),
                 };
                 let grads = match cfg.method {
                     Method::FineTune => fine_tune_gradient(&step, &batch, &mut report)?,
@@ -1307,14 +1383,58 @@ mod tests {
         assert_eq!(radial_checked, 4);
     }
 
+    /// With the search objective and tracking, every step either solves (and reports the
+    /// implicit term's size) or counts a failure; without the implicit term no solve runs.
+    #[test]
+    fn the_implicit_term_ablation_skips_the_solve() {
+        tch::manual_seed(11);
+        let model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
+        let clean = Split {
+            images: Tensor::rand([12, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            labels: Tensor::arange(12, (Kind::Int64, Device::Cpu)).remainder(10),
+        };
+        let mut cfg = UnlearnConfig {
+            batch_size: 6,
+            epochs_per_round: 1,
+            inner: InnerSearch::ClassSearch(ClassSearch {
+                radii: vec![1.0],
+                steps: 2,
+                step_fraction: 0.25,
+                flip_threshold: 0.0,
+                samples: 12,
+                shifts: false,
+                max_candidates: 1,
+            }),
+            inner_objective: InnerObjective::Search,
+            track_steps: 1,
+            ..UnlearnConfig::tuned(100)
+        };
+        let with = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
+        assert_eq!(with.steps, 2);
+        assert_eq!(with.implicit_ratios.len() + with.solver_failures, 2);
+        assert!(with.hvps > 0);
+        cfg.implicit_term = false;
+        let without = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
+        assert_eq!(
+            (without.steps, without.hvps, without.solver_failures),
+            (2, 0, 0)
+        );
+        assert!(without.implicit_ratios.is_empty());
+        assert_eq!(without.fixed_point_residuals.len(), 2);
+    }
+
     #[test]
     fn the_search_objective_needs_the_class_search() {
         let mut c = UnlearnConfig::paper();
         c.inner_objective = InnerObjective::Search;
         assert!(c.validate().is_err());
         let mut t = UnlearnConfig::tuned(100);
+        t.track_steps = 3;
+        assert!(t.validate().is_err(), "tracking needs the search objective");
         t.inner_objective = InnerObjective::Search;
         assert!(t.validate().is_ok());
+        t.track_step_fraction = 0.0;
+        assert!(t.validate().is_err());
     }
 
     #[test]
