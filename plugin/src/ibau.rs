@@ -486,7 +486,7 @@ pub struct StepReport {
     /// or δ = 0). The implicit function theorem gives `dδ*/dθ` at a fixed point `δ* = Φ(δ*)`
     /// only; the solve is exact for the linear system at the δ it is given, and this says how
     /// well that δ satisfies the premise. Neither the authors' code nor our presets re-solve δ
-    /// after each outer step, so it grows as θ moves.
+    /// after each outer step, so it grows as θ moves ([`UnlearnConfig::track_steps`] does).
     pub fixed_point_residual: Option<f64>,
     /// I-BAU, when the solve succeeded: `‖implicit term‖ / ‖∇_θE‖`, the size of the
     /// hypergradient's correction `(∂_θΦ)ᵀv` against the direct gradient (0: plain adversarial
