@@ -764,6 +764,11 @@ fn ascend_delta(
     Ok(delta)
 }
 
+/// The number of classes `model` outputs, from one forward pass of the first image of `x`.
+fn class_count(model: &Model, x: &Tensor) -> Result<i64> {
+    tch::no_grad(|| -> Result<i64> { Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1]) })
+}
+
 /// [`InnerSearch::ClassSearch`]: the round's perturbations (detached) and what was chosen, best
 /// first — every candidate that reaches the threshold at the stopping radius, at most
 /// `max_candidates`; else the single best over all radii.
@@ -777,9 +782,7 @@ fn class_search(
     let s = clean.slice(0, search.samples.min(clean.len()))?;
     let x = s.images.f_to_device(device)?;
     let y = s.labels.f_to_device(device)?;
-    let classes = tch::no_grad(|| -> Result<i64> {
-        Ok(model.forward_t(&x.f_narrow(0, 0, 1)?, false).size()[1])
-    })?;
+    let classes = class_count(model, &x)?;
     let mut best: Option<(Tensor, SearchOutcome)> = None;
     for &radius in &search.radii {
         let mut here: Vec<(Tensor, SearchOutcome)> = Vec::new();
@@ -917,6 +920,27 @@ struct SearchTerm {
     mu: f64,
 }
 
+impl SearchTerm {
+    /// Sets μ to the ball constraint's KKT multiplier at `delta`:
+    /// `max(0, −⟨∇_δ sign·CE, δ⟩ / ‖δ‖²)` (0 at δ = 0).
+    fn set_multiplier(&mut self, model: &Model, delta: &Tensor, clamp: bool) -> Result<()> {
+        let d = delta.f_detach()?.f_set_requires_grad(true)?;
+        let loss = cross_entropy(
+            &model.forward_t(&perturb(&self.x, &d, clamp)?, false),
+            &self.y,
+        )?
+        .f_mul_scalar(self.sign)?;
+        let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
+        let dd = delta.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+        let gd = g[0]
+            .f_mul(delta)?
+            .f_sum(Kind::Double)?
+            .f_double_value(&[])?;
+        self.mu = if dd > 0.0 { (-gd / dd).max(0.0) } else { 0.0 };
+        Ok(())
+    }
+}
+
 /// The terms of [`InnerObjective::Search`]'s G for the chosen candidates and their δ, on the
 /// first clean batch `first`, with each multiplier μ from the search's end point.
 fn search_terms(
@@ -926,11 +950,7 @@ fn search_terms(
     deltas: &[Tensor],
     clamp: bool,
 ) -> Result<Vec<SearchTerm>> {
-    let classes = tch::no_grad(|| -> Result<i64> {
-        Ok(model
-            .forward_t(&first.images.f_narrow(0, 0, 1)?, false)
-            .size()[1])
-    })?;
+    let classes = class_count(model, &first.images)?;
     chosen
         .iter()
         .zip(deltas)
@@ -947,17 +967,14 @@ fn search_terms(
                 Candidate::Untargeted => -1.0,
                 _ => 1.0,
             };
-            let d = delta.f_detach()?.f_set_requires_grad(true)?;
-            let loss = cross_entropy(&model.forward_t(&perturb(&x, &d, clamp)?, false), &y)?
-                .f_mul_scalar(sign)?;
-            let g = Tensor::f_run_backward(&[&loss], &[&d], false, false)?;
-            let dd = delta.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
-            let gd = g[0]
-                .f_mul(delta)?
-                .f_sum(Kind::Double)?
-                .f_double_value(&[])?;
-            let mu = if dd > 0.0 { (-gd / dd).max(0.0) } else { 0.0 };
-            Ok(SearchTerm { x, y, sign, mu })
+            let mut term = SearchTerm {
+                x,
+                y,
+                sign,
+                mu: 0.0,
+            };
+            term.set_multiplier(model, delta, clamp)?;
+            Ok(term)
         })
         .collect()
 }
@@ -1030,34 +1047,28 @@ fn ibau_gradient(
     // G of the stacked perturbations: the authors' G of each (or the search's), averaged.
     let first = step.first;
     let inner = |w: &[Tensor], _l: &[Tensor]| -> Result<Tensor> {
-        if let Some(search) = step.search_objective {
-            let terms = w
-                .iter()
-                .zip(search)
-                .map(|(wj, t)| -> Result<Tensor> {
-                    let ce = cross_entropy(
-                        &model.forward_t(&perturb(&t.x, wj, cfg.clamp)?, false),
-                        &t.y,
-                    )?;
-                    Ok(ce.f_mul_scalar(t.sign)?.f_add(
-                        &wj.f_square()?
-                            .f_sum(Kind::Float)?
-                            .f_mul_scalar(0.5 * t.mu)?,
-                    )?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?);
-        }
         let terms = w
             .iter()
-            .map(|wj| -> Result<Tensor> {
-                let ce = cross_entropy(
-                    &model.forward_t(&first.images.f_add(wj)?, false),
-                    &first.labels,
-                )?;
-                Ok(ce
+            .enumerate()
+            .map(|(j, wj)| -> Result<Tensor> {
+                let square = wj.f_square()?.f_sum(Kind::Float)?;
+                Ok(match step.search_objective {
+                    Some(search) => {
+                        let t = &search[j];
+                        cross_entropy(
+                            &model.forward_t(&perturb(&t.x, wj, cfg.clamp)?, false),
+                            &t.y,
+                        )?
+                        .f_mul_scalar(t.sign)?
+                        .f_add(&square.f_mul_scalar(0.5 * t.mu)?)?
+                    }
+                    None => cross_entropy(
+                        &model.forward_t(&first.images.f_add(wj)?, false),
+                        &first.labels,
+                    )?
                     .f_neg()?
-                    .f_add(&wj.f_square()?.f_sum(Kind::Float)?.f_mul_scalar(cfg.reg)?)?)
+                    .f_add(&square.f_mul_scalar(cfg.reg)?)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
@@ -1204,7 +1215,7 @@ pub fn unlearn(
                     y: &y,
                     soft: soft.as_ref(),
                 };
-                if let (Some(t), true) = (&terms, cfg.track_steps > 0) {
+                if let (Some(t), true) = (terms.as_mut(), cfg.track_steps > 0) {
                     // δ follows δ*(θ): a few search steps from where it is, then a fresh μ.
                     deltas = deltas
                         .into_iter()
@@ -1222,7 +1233,9 @@ pub fn unlearn(
                             )
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    terms = Some(search_terms(model, &first, &search, &deltas, cfg.clamp)?);
+                    for (term, d) in t.iter_mut().zip(&deltas) {
+                        term.set_multiplier(model, d, cfg.clamp)?;
+                    }
                 }
                 let step = Step {
                     model,
