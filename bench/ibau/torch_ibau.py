@@ -8,6 +8,12 @@ steps from v = 0 (the first is v = b), used whatever the map's contraction — t
 contraction and falls back to the direct gradient when the iteration diverges, so the two can
 differ in work per step; both HVP counts are printed.
 
+By default the loop is the spec's (HVPs by double backward, plain max-pooling): the baseline.
+`--second-order closed-form --flush --fast-pool` does what the Rust CLI does for this CNN (the
+closed-form operators of plugin/src/piecewise_linear.rs with flushed cotangents, channels-last
+max-pooling without autograd history), so that bench/ibau/run can show the Rust/PyTorch ratio
+of the same algorithm beside the ratio against the baseline.
+
 Prints one JSON line: per-round seconds (without evaluation), ACC/ASR before and after, HVPs.
 """
 
@@ -34,10 +40,41 @@ class Cnn(nn.Module):
         self.fc1 = nn.Linear(32 * 7 * 7, 128)
         self.fc2 = nn.Linear(128, 10)
 
+    fast_pool = False
+
+    def pool(self, x):
+        """2×2 max-pooling; with fast_pool, without autograd history, on a channels-last copy
+        (as plugin/src/models.rs does: libtorch's NCHW kernel is much slower here)."""
+        if self.fast_pool and not x.requires_grad:
+            return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
+        return F.max_pool2d(x, 2)
+
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2).flatten(1)
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x))).flatten(1)
         return self.fc2(F.relu(self.fc1(x)))
+
+    def linearised_forward(self, x):
+        """The logits and what J (the input-Jacobian) needs: ReLU masks, pooling indices."""
+        z1 = self.conv1(x)
+        p1, i1 = F.max_pool2d(F.relu(z1), 2, return_indices=True)
+        z2 = self.conv2(p1)
+        p2, i2 = F.max_pool2d(F.relu(z2), 2, return_indices=True)
+        z3 = self.fc1(p2.flatten(1))
+        masks = [(z > 0).to(z.dtype) for z in (z1, z2, z3)]
+        return self.fc2(F.relu(z3)), (masks, (i1, i2))
+
+    def tangent(self, v, record):
+        """J v at the recorded inputs (history for the weights when grad mode is on)."""
+        (m1, m2, m3), (i1, i2) = record
+
+        def pooled(t, idx):
+            t = t.flatten(2).expand(idx.shape[0], idx.shape[1], -1)
+            return t.gather(2, idx.flatten(2)).view(idx.shape)
+
+        t = pooled(F.conv2d(v, self.conv1.weight, padding=1) * m1, i1)
+        t = pooled(F.conv2d(t, self.conv2.weight, padding=1) * m2, i2).flatten(1)
+        return F.linear(F.linear(t, self.fc1.weight) * m3, self.fc2.weight)
 
 
 def read_idx(folder, name):
@@ -107,15 +144,51 @@ def unlearn_round(model, opt, x_all, y_all, cfg, stats):
         outer = F.cross_entropy(model(x + mask * w), y)
         grads = torch.autograd.grad(outer, [w] + params)
         b_vec, g_theta = grads[0], list(grads[1:])
-        inner = -F.cross_entropy(model(first_x + w), first_y) + cfg.reg * w.square().sum()
-        (g_w,) = torch.autograd.grad(inner, w, create_graph=True)
+        if cfg.second_order == "autograd":
+            inner = -F.cross_entropy(model(first_x + w), first_y) + cfg.reg * w.square().sum()
+            (g_w,) = torch.autograd.grad(inner, w, create_graph=True)
+
+            def hvp(v):
+                return torch.autograd.grad(g_w, w, v, retain_graph=True)[0]
+
+            def mixed(v):
+                return torch.autograd.grad(g_w, params, v)
+
+        else:
+            # The closed form of plugin/src/piecewise_linear.rs (the CNN is piecewise linear):
+            # ∇²_wwG v = −Jᵀ H(p) J v / B + 2·reg·v, ∇_θ⟨∇_wG, v⟩ = ∇_θ[−⟨p(θ) − e, J(θ) v⟩ / B].
+            # With --flush, cotangent entries below 1e-30 are zeroed (FLUSH_BELOW in Rust).
+            def flush(t):
+                return t * (t.abs() >= 1e-30) if cfg.flush else t
+
+            def softmax_hessian(p, t):
+                pt = p * t
+                return pt - p * pt.sum(-1, keepdim=True)
+
+            logits, record = model.linearised_forward(first_x + w)
+            batch = len(first_y)
+            p = flush(torch.softmax(logits.detach(), -1))
+            onehot = F.one_hot(first_y, logits.shape[1]).to(logits.dtype)
+            residual = flush(-(p - onehot) / batch)
+
+            def hvp(v):
+                with torch.no_grad():
+                    u = flush(-softmax_hessian(p, model.tangent(v, record)) / batch)
+                (jt_u,) = torch.autograd.grad(logits, w, u, retain_graph=True)
+                return jt_u + 2 * cfg.reg * v
+
+            def mixed(v):
+                t = model.tangent(v, record)
+                c = flush(-softmax_hessian(p, t.detach()) / batch)
+                s = (logits * c).sum() + (t * residual).sum()
+                return torch.autograd.grad(s, params)
+
         # AID-FP: v1 = b, v_{j+1} = Jᵀ v_j + b with Jᵀv = v − α ∇²_ww G v.
         v = b_vec.clone()
         for _ in range(cfg.fp_steps - 1):
-            (hv,) = torch.autograd.grad(g_w, w, v, retain_graph=True)
-            v = v - cfg.fp_alpha * hv + b_vec
+            v = v - cfg.fp_alpha * hvp(v) + b_vec
             stats["hvps"] += 1
-        cross = torch.autograd.grad(g_w, params, v)
+        cross = mixed(v)
         stats["hvps"] += 1
         opt.zero_grad()
         for p, g, c in zip(params, g_theta, cross):
@@ -138,9 +211,21 @@ def main():
     ap.add_argument("--perturb-fraction", type=float, default=0.01)
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flush", action="store_true",
+                    help="closed form: zero cotangent entries below 1e-30, as the Rust map does")
+    ap.add_argument("--fast-pool", action="store_true",
+                    help="max-pool without autograd history on a channels-last copy, as the Rust model does")
+    ap.add_argument(
+        "--second-order",
+        choices=["autograd", "closed-form"],
+        default="autograd",
+        help="HVPs by double backward (the spec's loop, the baseline) or in the closed form of "
+        "plugin/src/piecewise_linear.rs (what the Rust CLI uses for the CNN)",
+    )
     cfg = ap.parse_args()
     torch.manual_seed(cfg.seed)
     model = Cnn()
+    model.fast_pool = cfg.fast_pool
     model.load_state_dict(load_file(cfg.model))
     model.eval()
     images = torch.from_numpy(read_idx(cfg.data, "t10k-images-idx3-ubyte").copy()).float() / 255.0
@@ -167,6 +252,9 @@ def main():
                 "hvps": stats["hvps"],
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
+                "second_order": cfg.second_order,
+                "flush": cfg.flush,
+                "fast_pool": cfg.fast_pool,
             }
         )
     )

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::tensor_vec::{check_layout, deep_copy, TensorList};
 
 /// Gradients of `loss` with respect to `inputs`; an input the loss does not use gets zeros.
-fn gradients(
+pub(crate) fn gradients(
     loss: &Tensor,
     inputs: &[Tensor],
     keep_graph: bool,
@@ -56,7 +56,7 @@ fn check_scalar(t: &Tensor, what: &'static str) -> Result<()> {
 }
 
 /// Leaf copies of `w` that require gradients.
-fn leaves(w: &[Tensor]) -> Result<Vec<Tensor>> {
+pub(crate) fn leaves(w: &[Tensor]) -> Result<Vec<Tensor>> {
     w.iter()
         .map(|t| Ok(deep_copy(t)?.f_set_requires_grad(true)?))
         .collect()
@@ -64,7 +64,7 @@ fn leaves(w: &[Tensor]) -> Result<Vec<Tensor>> {
 
 /// Shallow handles on `lambda`, which must require gradients (they are usually a model's
 /// parameters, used inside the loss closures through the model).
-fn outer_handles(lambda: &[Tensor]) -> Result<Vec<Tensor>> {
+pub(crate) fn outer_handles(lambda: &[Tensor]) -> Result<Vec<Tensor>> {
     lambda
         .iter()
         .map(|t| {
@@ -186,24 +186,49 @@ impl GradientDescentMap {
         warm_start: Option<&TensorList>,
         observer: &mut O,
     ) -> Result<Hypergradient<TensorList, TensorList>> {
-        check_layout(&self.w, outer.grad_w.tensors(), "∇_wE vs w")?;
-        check_layout(&self.lambda, outer.grad_lambda.tensors(), "∇_λE vs λ")?;
-        if let Some(v0) = warm_start {
-            check_layout(&self.w, v0.tensors(), "warm start vs w")?;
-        }
-        let mut problem = ibau_core::Problem {
-            jt: self.jt(),
-            cross_t: self.cross_t(),
-            grad_w: outer.grad_w,
-            grad_lambda: outer.grad_lambda,
-        };
-        Ok(ibau_core::hypergradient(
-            &mut problem,
+        solve(
+            (&self.w, &self.lambda),
+            (self.jt(), self.cross_t()),
+            outer,
             params,
             warm_start,
             observer,
-        )?)
+        )
     }
+}
+
+/// The core's implicit hypergradient for the operators `(Jᵀ, (∂_λΦ)ᵀ)` of a map at `(w, λ)`,
+/// after checking the layouts of the outer gradients and the warm start against `(w, λ)`.
+pub(crate) fn solve<J, C, O>(
+    (w, lambda): (&[Tensor], &[Tensor]),
+    (jt, cross_t): (J, C),
+    outer: OuterGradients,
+    params: &ibau_core::Params,
+    warm_start: Option<&TensorList>,
+    observer: &mut O,
+) -> Result<Hypergradient<TensorList, TensorList>>
+where
+    J: Operator<TensorList>,
+    C: Operator<TensorList>,
+    O: Observer<TensorList> + ?Sized,
+{
+    check_layout(w, outer.grad_w.tensors(), "∇_wE vs w")?;
+    check_layout(lambda, outer.grad_lambda.tensors(), "∇_λE vs λ")?;
+    if let Some(v0) = warm_start {
+        check_layout(w, v0.tensors(), "warm start vs w")?;
+    }
+    let mut problem = ibau_core::Problem {
+        jt,
+        cross_t,
+        grad_w: outer.grad_w,
+        grad_lambda: outer.grad_lambda,
+    };
+    Ok(ibau_core::hypergradient(
+        &mut problem,
+        params,
+        warm_start,
+        observer,
+    )?)
 }
 
 /// `v ↦ Jᵀv` of a [`GradientDescentMap`].

@@ -23,10 +23,11 @@ use tch::nn::{Adam, OptimizerConfig, Sgd};
 use tch::{Device, Kind, Tensor};
 
 use crate::attacks::Attack;
-use crate::autograd::{outer_gradients, GradientDescentMap};
+use crate::autograd::{outer_gradients, GradientDescentMap, OuterGradients};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::models::Model;
+use crate::piecewise_linear::PiecewiseLinearMap;
 use crate::tensor_vec::TensorList;
 use crate::train::{evaluate, map_logits, Metrics};
 
@@ -150,6 +151,23 @@ pub enum InnerObjective {
     Search,
 }
 
+/// How the second derivatives of Φ (`Jᵀv = v − α∇²_δδG v` and `(∂_θΦ)ᵀv`) are computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecondOrder {
+    /// [`SecondOrder::PiecewiseLinear`] where it applies (a piecewise-linear model — the CNN —
+    /// and [`InnerObjective::Authors`]), else [`SecondOrder::Autograd`].
+    #[default]
+    Auto,
+    /// Double backward through libtorch's autograd ([`GradientDescentMap`]), for every model
+    /// and objective.
+    Autograd,
+    /// The closed form of [`PiecewiseLinearMap`]: the same values up to rounding, without
+    /// double backward (measured in the README). A configuration error for a model that is
+    /// not piecewise linear or with [`InnerObjective::Search`].
+    PiecewiseLinear,
+}
+
 /// The outer optimizer on θ.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -244,6 +262,10 @@ pub struct UnlearnConfig {
     /// and skips the linear solve — adversarial training on the same perturbations.
     #[serde(default = "yes")]
     pub implicit_term: bool,
+    /// How Φ's second derivatives are computed (default [`SecondOrder::Auto`]; every choice
+    /// gives the same operators up to rounding).
+    #[serde(default)]
+    pub second_order: SecondOrder,
 }
 
 fn yes() -> bool {
@@ -282,6 +304,7 @@ impl UnlearnConfig {
             track_steps: 0,
             track_step_fraction: default_track_fraction(),
             implicit_term: true,
+            second_order: SecondOrder::Auto,
         }
     }
 
@@ -422,6 +445,15 @@ impl UnlearnConfig {
         }
         if self.track_steps > 0 && self.inner_objective != InnerObjective::Search {
             return bad("track_steps needs inner_objective = \"search\"".into());
+        }
+        if self.inner_objective == InnerObjective::Search
+            && self.second_order == SecondOrder::PiecewiseLinear
+        {
+            return bad(
+                "second_order = \"piecewise-linear\" is the closed form of the authors' G; \
+                 inner_objective = \"search\" needs \"autograd\" or \"auto\""
+                    .into(),
+            );
         }
         if self.inner_objective == InnerObjective::Search
             && !matches!(self.inner, InnerSearch::ClassSearch(_))
@@ -1011,6 +1043,41 @@ fn fine_tune_gradient(
     Ok(Some(og.grad_lambda))
 }
 
+/// Φ at the step's `(δ, θ)`, with its second derivatives by double backward or in closed form
+/// ([`SecondOrder`]).
+enum InnerMap {
+    Autograd(GradientDescentMap),
+    PiecewiseLinear(PiecewiseLinearMap),
+}
+
+impl InnerMap {
+    fn inner_gradient(&self) -> Result<TensorList> {
+        match self {
+            InnerMap::Autograd(m) => m.inner_gradient(),
+            InnerMap::PiecewiseLinear(m) => m.inner_gradient(),
+        }
+    }
+
+    fn applications(&self) -> usize {
+        match self {
+            InnerMap::Autograd(m) => m.applications(),
+            InnerMap::PiecewiseLinear(m) => m.applications(),
+        }
+    }
+
+    fn hypergradient(
+        &self,
+        outer: OuterGradients,
+        params: &ibau_core::Params,
+        warm: Option<&TensorList>,
+    ) -> Result<ibau_core::Hypergradient<TensorList, TensorList>> {
+        match self {
+            InnerMap::Autograd(m) => m.hypergradient(outer, params, warm, &mut ()),
+            InnerMap::PiecewiseLinear(m) => m.hypergradient(outer, params, warm, &mut ()),
+        }
+    }
+}
+
 /// I-BAU's outer gradient for one batch: the implicit hypergradient of the outer loss on the
 /// perturbed batch through the fixed point of Φ = δ − α∇_δG, solved by the core from
 /// `warm` (the previous step's `v`, when warm starts are on). Returns the gradient to apply
@@ -1073,7 +1140,27 @@ fn ibau_gradient(
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::f_stack(&terms, 0)?.f_mean(Kind::Float)?)
     };
-    let map = GradientDescentMap::new(inner, step.deltas, step.params, cfg.fp_alpha)?;
+    let closed_form = match (cfg.second_order, step.search_objective) {
+        (SecondOrder::Autograd, _) | (_, Some(_)) => None,
+        _ => PiecewiseLinearMap::new(
+            model,
+            &first.images,
+            &first.labels,
+            step.deltas,
+            step.params,
+            cfg.reg,
+            cfg.fp_alpha,
+        )?,
+    };
+    let map = match closed_form {
+        Some(map) => InnerMap::PiecewiseLinear(map),
+        None => InnerMap::Autograd(GradientDescentMap::new(
+            inner,
+            step.deltas,
+            step.params,
+            cfg.fp_alpha,
+        )?),
+    };
     let delta_norm = TensorList::detached_copy(step.deltas)?.norm();
     if delta_norm > 0.0 {
         let residual = cfg.fp_alpha * map.inner_gradient()?.norm() / delta_norm;
@@ -1086,7 +1173,7 @@ fn ibau_gradient(
         return Ok((Some(og.grad_lambda), None));
     }
     let direct = og.grad_lambda.clone();
-    match map.hypergradient(og, step.core_params, warm.as_ref(), &mut ()) {
+    match map.hypergradient(og, step.core_params, warm.as_ref()) {
         Ok(hg) => {
             summary.hvps += hg.info.operator_applications + 1;
             let direct_norm = direct.norm();
@@ -1130,6 +1217,13 @@ pub fn unlearn(
     observer: &mut dyn UnlearnObserver,
 ) -> Result<Summary> {
     cfg.validate()?;
+    if cfg.second_order == SecondOrder::PiecewiseLinear && !model.is_piecewise_linear() {
+        return Err(Error::Config(format!(
+            "second_order = \"piecewise-linear\" needs a piecewise-linear model; the {:?} is \
+             not (use \"auto\" or \"autograd\")",
+            model.arch
+        )));
+    }
     if clean.is_empty() {
         return Err(Error::Config("the clean set is empty".into()));
     }
@@ -1434,6 +1528,95 @@ mod tests {
         );
         assert!(without.implicit_ratios.is_empty());
         assert_eq!(without.fixed_point_residuals.len(), 2);
+    }
+
+    /// A copy of `init` after a `paper`-like run of two steps on `clean` with `second`. Every
+    /// sample is perturbed and each step sees the whole set, so the run draws nothing that
+    /// depends on libtorch's global generator (which tests running in parallel share).
+    fn paper_run(init: &Model, clean: &Split, second: SecondOrder) -> (Summary, TensorList) {
+        let mut model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
+        model.vs.copy(&init.vs).unwrap();
+        let cfg = UnlearnConfig {
+            rounds: 1,
+            epochs_per_round: 2,
+            batch_size: clean.len(),
+            perturb_fraction: 1.0,
+            // G = −CE + 10‖δ‖² and α = 0.04: Jᵀ = 0.2·I + 0.04·∇²CE contracts, so that the
+            // solves run all K steps (the authors' reg and α diverge on this random model).
+            reg: 10.0,
+            fp_alpha: 0.04,
+            second_order: second,
+            ..UnlearnConfig::paper()
+        };
+        let summary = unlearn(&model, clean, &cfg, None, &mut ()).unwrap();
+        (
+            summary,
+            TensorList::detached_copy(&model.parameters()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_closed_form_and_double_backward_give_the_same_run() {
+        tch::manual_seed(21);
+        let init = Model::new(crate::models::Arch::Cnn, Device::Cpu);
+        let clean = Split {
+            images: Tensor::rand([20, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            labels: Tensor::arange(20, (Kind::Int64, Device::Cpu)).remainder(10),
+        };
+        let (auto, theta_auto) = paper_run(&init, &clean, SecondOrder::Auto);
+        let (pl, theta_pl) = paper_run(&init, &clean, SecondOrder::PiecewiseLinear);
+        let (ag, theta_ag) = paper_run(&init, &clean, SecondOrder::Autograd);
+        assert_eq!((auto.steps, auto.solver_failures), (2, 0));
+        assert_eq!(
+            (auto.hvps, pl.hvps, auto.solver_failures),
+            (ag.hvps, ag.hvps, ag.solver_failures)
+        );
+        assert_eq!(
+            auto.hvps,
+            2 * 5,
+            "K − 1 = 4 Jᵀ products and one cross product per step"
+        );
+        let start = TensorList::detached_copy(&init.parameters()).unwrap();
+        let mut moved = theta_ag.clone();
+        moved.axpy(-1.0, &start);
+        for theta in [&theta_auto, &theta_pl] {
+            let mut d = theta.clone();
+            d.axpy(-1.0, &theta_ag);
+            // Against how far the two steps moved θ, not against ‖θ‖.
+            let e = d.norm() / moved.norm();
+            assert!(e <= 1e-4, "parameters differ by {e:e} of the step");
+        }
+        for (a, b) in auto.implicit_ratios.iter().zip(&ag.implicit_ratios) {
+            assert!((a - b).abs() <= 1e-3 * b.abs(), "implicit ratio {a} vs {b}");
+        }
+        assert_eq!(auto.implicit_ratios.len(), 2);
+        assert!(auto.implicit_ratios.iter().all(|r| *r > 0.0));
+    }
+
+    #[test]
+    fn the_closed_form_is_refused_where_it_does_not_apply() {
+        let mut c = UnlearnConfig::tuned(100);
+        c.inner_objective = InnerObjective::Search;
+        c.second_order = SecondOrder::PiecewiseLinear;
+        assert!(
+            c.validate().is_err(),
+            "the search objective has no closed form"
+        );
+        c.second_order = SecondOrder::Auto;
+        assert!(c.validate().is_ok());
+        let vgg = Model::new(crate::models::Arch::Vgg, Device::Cpu);
+        let clean = Split {
+            images: Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            labels: Tensor::zeros([4], (Kind::Int64, Device::Cpu)),
+        };
+        let cfg = UnlearnConfig {
+            second_order: SecondOrder::PiecewiseLinear,
+            ..UnlearnConfig::paper()
+        };
+        match unlearn(&vgg, &clean, &cfg, None, &mut ()) {
+            Err(Error::Config(m)) => assert!(m.contains("piecewise-linear"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! * [`TensorList`] — a model's parameter list as one vector of the core's vector space;
 //! * [`autograd`] — the fixed-point map's VJPs (`Jᵀv`, `(∂_λΦ)ᵀv`) and the outer gradients by
 //!   double backward, from closures computing scalar losses;
+//! * [`piecewise_linear`] — the same operators in closed form for the authors' inner objective
+//!   on a piecewise-linear model (no double backward);
 //! * [`model_io`] — safetensors and TorchScript models shared with Python PyTorch.
 //!
 //! The plugin depends on the core, never the reverse.
@@ -18,6 +20,7 @@ pub mod ibau;
 pub mod mlflow;
 pub mod model_io;
 pub mod models;
+pub mod piecewise_linear;
 pub mod plots;
 pub mod tensor_vec;
 pub mod train;

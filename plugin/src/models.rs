@@ -5,6 +5,11 @@
 //!   BatchNorm and ELU, then dropout(0.5) and fc(1152→10).
 //!
 //! Parameters live in a `VarStore`, saved and loaded as safetensors (names like `conv1.weight`).
+//!
+//! The CNN is piecewise linear in its input (convolutions, ReLU, max-pooling, affine layers):
+//! [`Model::linearised_forward`] runs it while keeping what its input-Jacobian needs (the ReLU
+//! masks and the pooling indices), so that `J v` costs one forward pass without biases
+//! ([`Linearisation::tangent`]). The VGG is not (ELU), and has no linearisation.
 
 use std::path::Path;
 
@@ -42,6 +47,27 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// 2×2 max-pooling with stride 2, as `max_pool2d_default(2)`.
+///
+/// Without autograd history (evaluation, pseudo-labels, the class search's flip counts) the
+/// pooling runs on a channels-last copy: libtorch 2.11's CPU kernel for contiguous (NCHW)
+/// tensors took 10.9 ms on a `[100, 16, 28, 28]` batch on one thread here, its channels-last
+/// kernel 1.0 ms plus 0.7 ms for the copy, and the CNN's no-grad forward fell from 24 to 9.5 ms
+/// (`bench/ibau/maxpool.py`). With autograd history it stays as it is: with a channels-last
+/// copy the backward pass got slower than the forward pass got faster (same script).
+/// The values are identical either way (a maximum has no rounding).
+fn max_pool2(x: &Tensor) -> Tensor {
+    if x.requires_grad() {
+        x.max_pool2d_default(2)
+    } else {
+        x.permute([0, 2, 3, 1])
+            .contiguous()
+            .permute([0, 3, 1, 2])
+            .max_pool2d_default(2)
+            .contiguous()
+    }
+}
+
 fn conv(p: nn::Path<'_>, i: i64, o: i64) -> nn::Conv2D {
     nn::conv2d(
         p,
@@ -63,9 +89,9 @@ impl Model {
         let net = match arch {
             Arch::Cnn => nn::seq_t()
                 .add(conv(&root / "conv1", 1, 16))
-                .add_fn(|x| x.relu().max_pool2d_default(2))
+                .add_fn(|x| max_pool2(&x.relu()))
                 .add(conv(&root / "conv2", 16, 32))
-                .add_fn(|x| x.relu().max_pool2d_default(2).flatten(1, -1))
+                .add_fn(|x| max_pool2(&x.relu()).flatten(1, -1))
                 .add(nn::linear(
                     &root / "fc1",
                     32 * 7 * 7,
@@ -87,7 +113,7 @@ impl Model {
                         ))
                         .add_fn(|x| x.elu());
                     if i % 2 == 1 {
-                        s = s.add_fn(|x| x.max_pool2d_default(2));
+                        s = s.add_fn(max_pool2);
                     }
                 }
                 s.add_fn(|x| x.flatten(1, -1))
@@ -106,6 +132,57 @@ impl Model {
     /// Logits for `xs` (`train = false`: BatchNorm running statistics, dropout off).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.net.forward_t(xs, train)
+    }
+
+    /// Whether the model is piecewise linear in its input, so that its input-Hessian is zero
+    /// almost everywhere and [`Model::linearised_forward`] is available: the CNN (convolutions,
+    /// ReLU, max-pooling, affine layers), not the VGG (ELU).
+    pub fn is_piecewise_linear(&self) -> bool {
+        self.arch == Arch::Cnn
+    }
+
+    /// The logits for `xs` (eval mode) and the model's linearisation at `xs`, for a piecewise
+    /// linear model ([`Model::is_piecewise_linear`]); `None` for another. The logits are the
+    /// same operations as [`Model::forward_t`] (same kernels, same order), with the autograd
+    /// history of the caller's grad mode.
+    ///
+    /// # Errors
+    /// If a parameter is missing from the `VarStore` or libtorch fails.
+    pub fn linearised_forward(&self, xs: &Tensor) -> Result<Option<(Tensor, Linearisation)>> {
+        if !self.is_piecewise_linear() {
+            return Ok(None);
+        }
+        let vars = self.vs.variables();
+        let var = |name: &str| -> Result<Tensor> {
+            vars.get(name)
+                .map(Tensor::shallow_clone)
+                .ok_or_else(|| crate::Error::Config(format!("the CNN has no parameter {name}")))
+        };
+        let w = [
+            var("conv1.weight")?,
+            var("conv2.weight")?,
+            var("fc1.weight")?,
+            var("fc2.weight")?,
+        ];
+        let mask = |z: &Tensor| -> Result<Tensor> { Ok(z.f_gt(0.0)?.f_to_kind(z.kind())?) };
+        let z1 = xs.f_conv2d(&w[0], Some(var("conv1.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
+        let (p1, i1) =
+            z1.f_relu()?
+                .f_max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+        let z2 = p1.f_conv2d(&w[1], Some(var("conv2.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
+        let (p2, i2) =
+            z2.f_relu()?
+                .f_max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+        let z3 = p2
+            .f_flatten(1, -1)?
+            .f_linear(&w[2], Some(var("fc1.bias")?))?;
+        let logits = z3.f_relu()?.f_linear(&w[3], Some(var("fc2.bias")?))?;
+        let lin = Linearisation {
+            masks: [mask(&z1)?, mask(&z2)?, mask(&z3)?],
+            pools: [i1, i2],
+            weights: w,
+        };
+        Ok(Some((logits, lin)))
     }
 
     /// The trainable parameters θ, in a fixed order (sorted by name).
@@ -134,5 +211,60 @@ impl Model {
     /// [`crate::Error::File`] on I/O failure.
     pub fn save(&self, path: &Path) -> Result<()> {
         model_io::save_safetensors(&self.vs, path)
+    }
+}
+
+/// A piecewise-linear model's input-Jacobian `J` at a batch of inputs: the ReLU masks and the
+/// max-pooling indices of [`Model::linearised_forward`], and handles on the weights.
+///
+/// For a model built from convolutions, ReLU, max-pooling and affine layers the logits are
+/// `f(x) = J(x)·x + c(x)` with `J` and `c` constant on the cells where no pre-activation
+/// changes sign and no pooling window changes its maximum, so the input-Hessian of each logit is
+/// zero there (almost everywhere) and every second derivative in the input is carried by the
+/// loss on the logits: `∇²ₓ L(f(x)) = Jᵀ ∇²L J` (the Gauss–Newton matrix is exact). This is
+/// also what double backward through libtorch's autograd computes, which differentiates ReLU
+/// and max-pooling as these masks and indices do.
+#[derive(Debug)]
+pub struct Linearisation {
+    masks: [Tensor; 3],
+    pools: [Tensor; 2],
+    weights: [Tensor; 4],
+}
+
+/// Picks the pooled elements of `t` (`[N, C, H, W]`) at max-pooling `indices` (`[N', C, h, w]`,
+/// flat positions in each `H × W` plane); `t` may have batch 1 and is then broadcast.
+fn gather_pooled(t: &Tensor, indices: &Tensor) -> Result<Tensor> {
+    let shape = indices.size();
+    let flat = t
+        .f_flatten(2, -1)?
+        .f_expand([shape[0], shape[1], -1], false)?;
+    Ok(flat
+        .f_gather(2, &indices.f_flatten(2, -1)?, false)?
+        .f_view(shape.as_slice())?)
+}
+
+impl Linearisation {
+    /// `J v`: the derivative of the logits at the recorded inputs in the direction `v`, for
+    /// every input (`[N, classes]`); `v` has the input's shape or a batch of 1 (a perturbation
+    /// shared by the batch, as I-BAU's δ). Records autograd history for the weights when grad
+    /// mode is on, so that `∇_θ⟨u, J v⟩` is one backward pass; the masks and indices are
+    /// constants (as autograd differentiates them).
+    ///
+    /// # Errors
+    /// If `v`'s shape does not fit or libtorch fails.
+    pub fn tangent(&self, v: &Tensor) -> Result<Tensor> {
+        let none = None::<Tensor>;
+        let t = v
+            .f_conv2d(&self.weights[0], none.as_ref(), [1, 1], [1, 1], [1, 1], 1)?
+            .f_mul(&self.masks[0])?;
+        let t = gather_pooled(&t, &self.pools[0])?;
+        let t = t
+            .f_conv2d(&self.weights[1], none.as_ref(), [1, 1], [1, 1], [1, 1], 1)?
+            .f_mul(&self.masks[1])?;
+        let t = gather_pooled(&t, &self.pools[1])?.f_flatten(1, -1)?;
+        let t = t
+            .f_linear(&self.weights[2], none.as_ref())?
+            .f_mul(&self.masks[2])?;
+        Ok(t.f_linear(&self.weights[3], none.as_ref())?)
     }
 }

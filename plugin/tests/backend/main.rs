@@ -4,6 +4,7 @@
 
 mod conformance;
 mod dense_oracle;
+mod piecewise_linear;
 mod python_roundtrip;
 
 /// The CUDA device if one is visible; otherwise prints why the CUDA variant is skipped.

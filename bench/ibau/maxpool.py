@@ -1,0 +1,78 @@
+"""Why plugin/src/models.rs max-pools on a channels-last copy when there is no autograd history.
+
+Times libtorch's 2×2 max-pooling on the CNN's two activation shapes (batch 100) with contiguous
+(NCHW) and channels-last inputs, and the CNN's forward pass (no grad) and forward + backward
+(grad mode) with plain pooling and with pooling on a channels-last copy. One thread unless
+OMP_NUM_THREADS says otherwise; medians of 40 runs after 5 warm-up runs.
+
+    .venv/bin/python bench/ibau/maxpool.py
+"""
+
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def median_ms(f, n=40):
+    for _ in range(5):
+        f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[n // 2] * 1e3
+
+
+def channels_last(x):
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def pool_plain(x):
+    return F.max_pool2d(x, 2)
+
+
+def pool_channels_last(x):
+    return F.max_pool2d(channels_last(x), 2).contiguous()
+
+
+def main():
+    if "OMP_NUM_THREADS" not in __import__("os").environ:
+        torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    for shape in [(100, 16, 28, 28), (100, 32, 14, 14)]:
+        x = torch.randn(*shape).relu()
+        xc = channels_last(x)
+        print(f"max_pool2d {shape}: NCHW {median_ms(lambda: F.max_pool2d(x, 2)):.2f} ms, "
+              f"NCHW with indices {median_ms(lambda: F.max_pool2d(x, 2, return_indices=True)):.2f} ms, "
+              f"channels-last {median_ms(lambda: F.max_pool2d(xc, 2)):.2f} ms, "
+              f"the channels-last copy {median_ms(lambda: channels_last(x)):.2f} ms")
+    conv1, conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+    fc1, fc2 = nn.Linear(1568, 128), nn.Linear(128, 10)
+    params = [p for m in (conv1, conv2, fc1, fc2) for p in m.parameters()]
+
+    def net(x, pool):
+        x = pool(F.relu(conv1(x)))
+        x = pool(F.relu(conv2(x))).flatten(1)
+        return fc2(F.relu(fc1(x)))
+
+    x = torch.rand(100, 1, 28, 28)
+    y = torch.randint(0, 10, (100,))
+    with torch.no_grad():
+        same = torch.equal(net(x, pool_plain), net(x, pool_channels_last))
+    for name, pool in [("plain pooling", pool_plain), ("channels-last pooling", pool_channels_last)]:
+        with torch.no_grad():
+            fwd = median_ms(lambda: net(x, pool))
+        d = torch.zeros(1, 1, 28, 28, requires_grad=True)
+        both = median_ms(lambda: torch.autograd.grad(F.cross_entropy(net(x + d, pool), y), [d] + params))
+        print(f"CNN, {name:22}: forward without grad {fwd:6.2f} ms, forward + backward {both:6.2f} ms")
+    print(f"identical logits: {same}")
+
+
+if __name__ == "__main__":
+    main()
