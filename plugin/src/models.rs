@@ -51,10 +51,11 @@ impl std::fmt::Debug for Model {
 ///
 /// Without autograd history (evaluation, pseudo-labels, the class search's flip counts) the
 /// pooling runs on a channels-last copy: libtorch 2.11's CPU kernel for contiguous (NCHW)
-/// tensors took 10.9 ms on a `[100, 16, 28, 28]` batch on one thread here, its channels-last
-/// kernel 1.0 ms plus 0.7 ms for the copy, and the CNN's no-grad forward fell from 24 to 9.5 ms
-/// (`bench/ibau/maxpool.py`). With autograd history it stays as it is: with a channels-last
-/// copy the backward pass got slower than the forward pass got faster (same script).
+/// tensors took 8.3 ms on a `[100, 16, 28, 28]` batch on one thread here, its channels-last
+/// kernel 1.0 ms plus 0.7 ms for the copy, and the CNN's no-grad forward fell from 21.9 to
+/// 6.5 ms (`bench/ibau/maxpool.py`, 2026-12-07). With autograd history it stays as it is: with
+/// a channels-last copy the backward pass got slower than the forward pass got faster (forward
+/// and backward 44 → 53 ms in a PyTorch measurement, README).
 /// The values are identical either way (a maximum has no rounding).
 fn max_pool2(x: &Tensor) -> Tensor {
     if x.requires_grad() {
