@@ -1,6 +1,6 @@
 """One I-BAU step's second-order work on the CNN, by double backward and in closed form.
 
-Times (median of 60 runs after 3 warm-up runs, batch 100, one thread unless OMP_NUM_THREADS is
+Times (median of 40 runs after 5 warm-up runs, batch 100, one thread unless OMP_NUM_THREADS is
 set) building Φ's graph and one Jᵀv-style HVP and one cross product (∂_θΦ)ᵀv each way: autograd
 double backward (the spec's loop, bench/ibau/torch_ibau.py's default) and the closed form of
 plugin/src/piecewise_linear.rs (torch_ibau.py --second-order closed-form), on a random CNN at a
@@ -17,21 +17,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from maxpool import median_ms  # noqa: E402
 from torch_ibau import Cnn  # noqa: E402
 
 REG = 1e-3
-
-
-def median_ms(f, n=60):
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[n // 2] * 1e3
 
 
 def main():

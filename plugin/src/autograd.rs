@@ -10,7 +10,9 @@
 //!
 //! Both come from one first-order gradient `g = ∇_wG` built with `create_graph = true`, then one
 //! backward pass of `⟨g, v⟩` per application (retaining the graph). [`GradientDescentMap`]
-//! counts the applications.
+//! counts the applications. [`LinearisedMap`] is what the core's solve needs of such a map —
+//! its second derivatives — and turns them into the operators [`JtOperator`] and
+//! [`CrossOperator`]; [`crate::piecewise_linear::PiecewiseLinearMap`] is the other map.
 //!
 //! Loss closures should compute in the dtype of the tensors they get: for `f64` checks use
 //! `log_softmax(-1, Kind::Double)` + `nll_loss` — tch's `cross_entropy_for_logits` forces `f32`.
@@ -112,27 +114,17 @@ impl GradientDescentMap {
         })
     }
 
-    /// The step size α.
-    pub fn alpha(&self) -> f64 {
-        self.alpha
-    }
-
     /// The inner variables `w` (leaf copies).
     pub fn w(&self) -> &[Tensor] {
         &self.w
     }
 
-    /// `∇_wG` at `(w, λ)`, detached.
+    /// A zero vector with the layout of `w`.
     ///
     /// # Errors
     /// If libtorch fails.
-    pub fn inner_gradient(&self) -> Result<TensorList> {
-        TensorList::detached_copy(&self.grad_w)
-    }
-
-    /// Operator applications (Hessian-vector products) so far, both operators together.
-    pub fn applications(&self) -> usize {
-        self.applications.get()
+    pub fn zeros_w(&self) -> Result<TensorList> {
+        TensorList::zeros_like_tensors(&self.w)
     }
 
     /// `∇_{wrt} ⟨∇_wG, v⟩`.
@@ -155,23 +147,90 @@ impl GradientDescentMap {
         }
         gradients(&s, wrt, true, false)
     }
+}
+
+impl LinearisedMap for GradientDescentMap {
+    fn w(&self) -> &[Tensor] {
+        &self.w
+    }
+
+    fn lambda(&self) -> &[Tensor] {
+        &self.lambda
+    }
+
+    fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    fn applications(&self) -> usize {
+        self.applications.get()
+    }
+
+    /// Detached copy of the gradient built with the map (no extra pass).
+    fn inner_gradient(&self) -> Result<TensorList> {
+        TensorList::detached_copy(&self.grad_w)
+    }
+
+    fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>> {
+        self.second_derivative(v, &self.w)
+    }
+
+    fn mixed(&self, v: &TensorList) -> Result<Vec<Tensor>> {
+        self.second_derivative(v, &self.lambda)
+    }
+}
+
+/// A gradient-descent fixed-point map `Φ(w, λ) = w − α∇_wG(w, λ)` linearised at `(w, λ)`,
+/// given by the second derivatives of G: [`GradientDescentMap`] computes them by double
+/// backward for any G, [`crate::piecewise_linear::PiecewiseLinearMap`] in closed form for the
+/// authors' G on a piecewise-linear model. The operators the core needs follow from them:
+///
+/// ```text
+/// Jᵀv       = v − α ∇²_ww G · v        (JtOperator)
+/// (∂_λΦ)ᵀv  = −α ∇²_λw G · v           (CrossOperator)
+/// ```
+pub trait LinearisedMap {
+    /// The inner variables `w` (leaf copies).
+    fn w(&self) -> &[Tensor];
+    /// The outer variables `λ`.
+    fn lambda(&self) -> &[Tensor];
+    /// The step size α.
+    fn alpha(&self) -> f64;
+    /// Operator applications (second-derivative products) so far, both kinds together.
+    fn applications(&self) -> usize;
+
+    /// `∇_wG` at `(w, λ)`, detached.
+    ///
+    /// # Errors
+    /// If libtorch fails.
+    fn inner_gradient(&self) -> Result<TensorList>;
+
+    /// `∇²_wwG v`, one application.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for a `v` not of `w`'s layout; libtorch failures.
+    fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>>;
+
+    /// `∇_λ⟨∇_wG, v⟩ = ∇²_λwG v`, one application.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for a `v` not of `w`'s layout; libtorch failures.
+    fn mixed(&self, v: &TensorList) -> Result<Vec<Tensor>>;
 
     /// The operator `v ↦ Jᵀv = v − α∇²_wwG v`.
-    pub fn jt(&self) -> JtOperator<'_> {
+    fn jt(&self) -> JtOperator<'_, Self>
+    where
+        Self: Sized,
+    {
         JtOperator(self)
     }
 
     /// The operator `v ↦ (∂_λΦ)ᵀv = −α∇²_λwG v`.
-    pub fn cross_t(&self) -> CrossOperator<'_> {
+    fn cross_t(&self) -> CrossOperator<'_, Self>
+    where
+        Self: Sized,
+    {
         CrossOperator(self)
-    }
-
-    /// A zero vector with the layout of `w`.
-    ///
-    /// # Errors
-    /// If libtorch fails.
-    pub fn zeros_w(&self) -> Result<TensorList> {
-        TensorList::zeros_like_tensors(&self.w)
     }
 
     /// Computes the implicit hypergradient with the core, from outer gradients computed by
@@ -179,70 +238,44 @@ impl GradientDescentMap {
     ///
     /// # Errors
     /// [`Error::Mismatch`] for gradients or a warm start of the wrong layout; the core's errors.
-    pub fn hypergradient<O: Observer<TensorList> + ?Sized>(
+    fn hypergradient(
         &self,
         outer: OuterGradients,
         params: &ibau_core::Params,
         warm_start: Option<&TensorList>,
-        observer: &mut O,
+        observer: &mut dyn Observer<TensorList>,
     ) -> Result<Hypergradient<TensorList, TensorList>> {
-        solve(
-            (&self.w, &self.lambda),
-            (self.jt(), self.cross_t()),
-            outer,
+        check_layout(self.w(), outer.grad_w.tensors(), "∇_wE vs w")?;
+        check_layout(self.lambda(), outer.grad_lambda.tensors(), "∇_λE vs λ")?;
+        if let Some(v0) = warm_start {
+            check_layout(self.w(), v0.tensors(), "warm start vs w")?;
+        }
+        let mut problem = ibau_core::Problem {
+            jt: JtOperator(self),
+            cross_t: CrossOperator(self),
+            grad_w: outer.grad_w,
+            grad_lambda: outer.grad_lambda,
+        };
+        Ok(ibau_core::hypergradient(
+            &mut problem,
             params,
             warm_start,
             observer,
-        )
+        )?)
     }
 }
 
-/// The core's implicit hypergradient for the operators `(Jᵀ, (∂_λΦ)ᵀ)` of a map at `(w, λ)`,
-/// after checking the layouts of the outer gradients and the warm start against `(w, λ)`.
-pub(crate) fn solve<J, C, O>(
-    (w, lambda): (&[Tensor], &[Tensor]),
-    (jt, cross_t): (J, C),
-    outer: OuterGradients,
-    params: &ibau_core::Params,
-    warm_start: Option<&TensorList>,
-    observer: &mut O,
-) -> Result<Hypergradient<TensorList, TensorList>>
-where
-    J: Operator<TensorList>,
-    C: Operator<TensorList>,
-    O: Observer<TensorList> + ?Sized,
-{
-    check_layout(w, outer.grad_w.tensors(), "∇_wE vs w")?;
-    check_layout(lambda, outer.grad_lambda.tensors(), "∇_λE vs λ")?;
-    if let Some(v0) = warm_start {
-        check_layout(w, v0.tensors(), "warm start vs w")?;
-    }
-    let mut problem = ibau_core::Problem {
-        jt,
-        cross_t,
-        grad_w: outer.grad_w,
-        grad_lambda: outer.grad_lambda,
-    };
-    Ok(ibau_core::hypergradient(
-        &mut problem,
-        params,
-        warm_start,
-        observer,
-    )?)
-}
+/// `v ↦ Jᵀv = v − α∇²_wwG v` of a [`LinearisedMap`].
+#[derive(Debug)]
+pub struct JtOperator<'a, M: ?Sized>(&'a M);
 
-/// `v ↦ Jᵀv` of a [`GradientDescentMap`].
-#[derive(Debug, Clone, Copy)]
-pub struct JtOperator<'a>(&'a GradientDescentMap);
-
-impl Operator<TensorList> for JtOperator<'_> {
+impl<M: LinearisedMap + ?Sized> Operator<TensorList> for JtOperator<'_, M> {
     fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
         let map = self.0;
         let mut run = || -> Result<()> {
-            let hv = map.second_derivative(v, &map.w)?;
+            let hv = map.hessian_vector(v)?;
             for ((o, vi), hvi) in out.tensors_mut().iter_mut().zip(v.tensors()).zip(&hv) {
-                let r = vi.f_sub(&hvi.f_mul_scalar(map.alpha)?)?;
-                o.f_copy_(&r)?;
+                o.f_copy_(&vi.f_sub(&hvi.f_mul_scalar(map.alpha())?)?)?;
             }
             Ok(())
         };
@@ -250,18 +283,18 @@ impl Operator<TensorList> for JtOperator<'_> {
     }
 }
 
-/// `v ↦ (∂_λΦ)ᵀv` of a [`GradientDescentMap`].
-#[derive(Debug, Clone, Copy)]
-pub struct CrossOperator<'a>(&'a GradientDescentMap);
+/// `v ↦ (∂_λΦ)ᵀv = −α∇²_λwG v` of a [`LinearisedMap`].
+#[derive(Debug)]
+pub struct CrossOperator<'a, M: ?Sized>(&'a M);
 
-impl Operator<TensorList> for CrossOperator<'_> {
+impl<M: LinearisedMap + ?Sized> Operator<TensorList> for CrossOperator<'_, M> {
     fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
         let map = self.0;
         let mut run = || -> Result<()> {
-            check_layout(&map.lambda, out.tensors(), "cross output vs λ")?;
-            let c = map.second_derivative(v, &map.lambda)?;
+            check_layout(map.lambda(), out.tensors(), "cross output vs λ")?;
+            let c = map.mixed(v)?;
             for (o, ci) in out.tensors_mut().iter_mut().zip(&c) {
-                o.f_copy_(&ci.f_mul_scalar(-map.alpha)?)?;
+                o.f_copy_(&ci.f_mul_scalar(-map.alpha())?)?;
             }
             Ok(())
         };

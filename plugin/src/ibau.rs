@@ -23,7 +23,7 @@ use tch::nn::{Adam, OptimizerConfig, Sgd};
 use tch::{Device, Kind, Tensor};
 
 use crate::attacks::Attack;
-use crate::autograd::{outer_gradients, GradientDescentMap, OuterGradients};
+use crate::autograd::{outer_gradients, GradientDescentMap, LinearisedMap};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -1043,41 +1043,6 @@ fn fine_tune_gradient(
     Ok(Some(og.grad_lambda))
 }
 
-/// Φ at the step's `(δ, θ)`, with its second derivatives by double backward or in closed form
-/// ([`SecondOrder`]).
-enum InnerMap {
-    Autograd(GradientDescentMap),
-    PiecewiseLinear(PiecewiseLinearMap),
-}
-
-impl InnerMap {
-    fn inner_gradient(&self) -> Result<TensorList> {
-        match self {
-            InnerMap::Autograd(m) => m.inner_gradient(),
-            InnerMap::PiecewiseLinear(m) => m.inner_gradient(),
-        }
-    }
-
-    fn applications(&self) -> usize {
-        match self {
-            InnerMap::Autograd(m) => m.applications(),
-            InnerMap::PiecewiseLinear(m) => m.applications(),
-        }
-    }
-
-    fn hypergradient(
-        &self,
-        outer: OuterGradients,
-        params: &ibau_core::Params,
-        warm: Option<&TensorList>,
-    ) -> Result<ibau_core::Hypergradient<TensorList, TensorList>> {
-        match self {
-            InnerMap::Autograd(m) => m.hypergradient(outer, params, warm, &mut ()),
-            InnerMap::PiecewiseLinear(m) => m.hypergradient(outer, params, warm, &mut ()),
-        }
-    }
-}
-
 /// I-BAU's outer gradient for one batch: the implicit hypergradient of the outer loss on the
 /// perturbed batch through the fixed point of Φ = δ − α∇_δG, solved by the core from
 /// `warm` (the previous step's `v`, when warm starts are on). Returns the gradient to apply
@@ -1152,9 +1117,9 @@ fn ibau_gradient(
             cfg.fp_alpha,
         )?,
     };
-    let map = match closed_form {
-        Some(map) => InnerMap::PiecewiseLinear(map),
-        None => InnerMap::Autograd(GradientDescentMap::new(
+    let map: Box<dyn LinearisedMap> = match closed_form {
+        Some(map) => Box::new(map),
+        None => Box::new(GradientDescentMap::new(
             inner,
             step.deltas,
             step.params,
@@ -1173,7 +1138,7 @@ fn ibau_gradient(
         return Ok((Some(og.grad_lambda), None));
     }
     let direct = og.grad_lambda.clone();
-    match map.hypergradient(og, step.core_params, warm.as_ref()) {
+    match map.hypergradient(og, step.core_params, warm.as_ref(), &mut ()) {
         Ok(hg) => {
             summary.hvps += hg.info.operator_applications + 1;
             let direct_norm = direct.norm();

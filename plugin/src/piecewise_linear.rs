@@ -31,10 +31,9 @@
 
 use std::cell::Cell;
 
-use ibau_core::{Hypergradient, Observer, Operator};
 use tch::Tensor;
 
-use crate::autograd::{gradients, leaves, outer_handles, solve, OuterGradients};
+use crate::autograd::{gradients, leaves, outer_handles, LinearisedMap};
 use crate::error::Result;
 use crate::models::{Linearisation, Model};
 use crate::tensor_vec::{check_layout, TensorList};
@@ -144,16 +143,6 @@ impl PiecewiseLinearMap {
         }))
     }
 
-    /// The step size α.
-    pub fn alpha(&self) -> f64 {
-        self.alpha
-    }
-
-    /// Operator applications so far, both operators together.
-    pub fn applications(&self) -> usize {
-        self.applications.get()
-    }
-
     /// `∇_{w_j}` of `⟨u, logits_j⟩` plus `reg_curvature · r`: one backward pass from part j's
     /// logits to `w_j` (the forward graph is kept for the next).
     fn pull_back(&self, j: usize, u: &Tensor, r: &Tensor) -> Result<Tensor> {
@@ -162,12 +151,27 @@ impl PiecewiseLinearMap {
         let g = gradients(&s, std::slice::from_ref(&self.w[j]), true, false)?;
         Ok(g[0].f_add(&r.f_mul_scalar(self.reg_curvature)?)?)
     }
+}
 
-    /// `∇_wG` at `(w, θ)`, detached: one backward pass per perturbation.
-    ///
-    /// # Errors
-    /// If libtorch fails.
-    pub fn inner_gradient(&self) -> Result<TensorList> {
+impl LinearisedMap for PiecewiseLinearMap {
+    fn w(&self) -> &[Tensor] {
+        &self.w
+    }
+
+    fn lambda(&self) -> &[Tensor] {
+        &self.lambda
+    }
+
+    fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    fn applications(&self) -> usize {
+        self.applications.get()
+    }
+
+    /// One backward pass per perturbation, from the logits with the cotangent `−(p − e)/(mB)`.
+    fn inner_gradient(&self) -> Result<TensorList> {
         let grads = (0..self.parts.len())
             .map(|j| {
                 let residual = &self.parts[j].residual;
@@ -179,7 +183,8 @@ impl PiecewiseLinearMap {
         Ok(TensorList::new(grads))
     }
 
-    /// `∇²_wwG v`.
+    /// The tangent `J v` without autograd, then one backward pass to `w` from the logits with
+    /// the cotangent `−H(p) J v/(mB)`.
     fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>> {
         check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
         self.applications.set(self.applications.get() + 1);
@@ -223,75 +228,5 @@ impl PiecewiseLinearMap {
         }
         let s = s.expect("checked: at least one perturbation");
         gradients(&s, &self.lambda, true, false)
-    }
-
-    /// The operator `v ↦ Jᵀv = v − α∇²_wwG v`.
-    pub fn jt(&self) -> PlJtOperator<'_> {
-        PlJtOperator(self)
-    }
-
-    /// The operator `v ↦ (∂_θΦ)ᵀv = −α∇²_θwG v`.
-    pub fn cross_t(&self) -> PlCrossOperator<'_> {
-        PlCrossOperator(self)
-    }
-
-    /// Computes the implicit hypergradient with the core, from outer gradients at the same
-    /// point (as [`crate::autograd::GradientDescentMap::hypergradient`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Mismatch`] for gradients or a warm start of the wrong layout; the core's
-    /// errors.
-    pub fn hypergradient<O: Observer<TensorList> + ?Sized>(
-        &self,
-        outer: OuterGradients,
-        params: &ibau_core::Params,
-        warm_start: Option<&TensorList>,
-        observer: &mut O,
-    ) -> Result<Hypergradient<TensorList, TensorList>> {
-        solve(
-            (&self.w, &self.lambda),
-            (self.jt(), self.cross_t()),
-            outer,
-            params,
-            warm_start,
-            observer,
-        )
-    }
-}
-
-/// `v ↦ Jᵀv` of a [`PiecewiseLinearMap`].
-#[derive(Debug, Clone, Copy)]
-pub struct PlJtOperator<'a>(&'a PiecewiseLinearMap);
-
-impl Operator<TensorList> for PlJtOperator<'_> {
-    fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
-        let map = self.0;
-        let mut run = || -> Result<()> {
-            let hv = map.hessian_vector(v)?;
-            for ((o, vi), hvi) in out.tensors_mut().iter_mut().zip(v.tensors()).zip(&hv) {
-                o.f_copy_(&vi.f_sub(&hvi.f_mul_scalar(map.alpha)?)?)?;
-            }
-            Ok(())
-        };
-        run().map_err(|e| ibau_core::Error::Operator(Box::new(e)))
-    }
-}
-
-/// `v ↦ (∂_θΦ)ᵀv` of a [`PiecewiseLinearMap`].
-#[derive(Debug, Clone, Copy)]
-pub struct PlCrossOperator<'a>(&'a PiecewiseLinearMap);
-
-impl Operator<TensorList> for PlCrossOperator<'_> {
-    fn apply(&mut self, v: &TensorList, out: &mut TensorList) -> ibau_core::Result<()> {
-        let map = self.0;
-        let mut run = || -> Result<()> {
-            check_layout(&map.lambda, out.tensors(), "cross output vs λ")?;
-            let c = map.mixed(v)?;
-            for (o, ci) in out.tensors_mut().iter_mut().zip(&c) {
-                o.f_copy_(&ci.f_mul_scalar(-map.alpha)?)?;
-            }
-            Ok(())
-        };
-        run().map_err(|e| ibau_core::Error::Operator(Box::new(e)))
     }
 }

@@ -2,7 +2,7 @@
 
 use ibau_core::solve::{cg, fixed_point};
 use ibau_core::{dense, IdentityMinus, Method, Params};
-use ibau_plugin::autograd::{outer_gradients, GradientDescentMap};
+use ibau_plugin::autograd::{outer_gradients, GradientDescentMap, LinearisedMap};
 use ibau_plugin::{Result, TensorList};
 use ndarray::{Array1, Array2};
 use tch::{Device, Kind, Tensor};

@@ -3,7 +3,7 @@
 //! must agree to rounding, for one perturbation and for several (the class search's case).
 
 use ibau_core::{Operator, Vector};
-use ibau_plugin::autograd::GradientDescentMap;
+use ibau_plugin::autograd::{GradientDescentMap, LinearisedMap};
 use ibau_plugin::models::{Arch, Model};
 use ibau_plugin::piecewise_linear::{PiecewiseLinearMap, FLUSH_BELOW};
 use ibau_plugin::{Result, TensorList};
