@@ -56,9 +56,10 @@ impl std::fmt::Debug for Model {
 /// 6.5 ms (`bench/ibau/maxpool.py`, 2026-12-07). With autograd history it stays as it is: with
 /// a channels-last copy the backward pass got slower than the forward pass got faster (forward
 /// and backward 44 → 53 ms in a PyTorch measurement, README).
-/// The values are identical either way (a maximum has no rounding).
+/// The values are identical either way (a maximum has no rounding). Other devices keep their
+/// own kernel (not measured there).
 fn max_pool2(x: &Tensor) -> Tensor {
-    if x.requires_grad() {
+    if x.requires_grad() || x.device() != Device::Cpu {
         x.max_pool2d_default(2)
     } else {
         x.permute([0, 2, 3, 1])
@@ -143,9 +144,9 @@ impl Model {
     }
 
     /// The logits for `xs` (eval mode) and the model's linearisation at `xs`, for a piecewise
-    /// linear model ([`Model::is_piecewise_linear`]); `None` for another. The logits are the
-    /// same operations as [`Model::forward_t`] (same kernels, same order), with the autograd
-    /// history of the caller's grad mode.
+    /// linear model ([`Model::is_piecewise_linear`]); `None` for another. The logits are those
+    /// of [`Model::forward_t`] (the same layers in the same order; the pooling keeps its
+    /// indices), with the autograd history of the caller's grad mode.
     ///
     /// # Errors
     /// If a parameter is missing from the `VarStore` or libtorch fails.
