@@ -213,6 +213,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flush", action="store_true",
                     help="closed form: zero cotangent entries below 1e-30, as the Rust map does")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True): the CPU flushes subnormal floats to zero")
     ap.add_argument("--fast-pool", action="store_true",
                     help="max-pool without autograd history on a channels-last copy, as the Rust model does")
     ap.add_argument(
@@ -224,6 +226,8 @@ def main():
     )
     cfg = ap.parse_args()
     torch.manual_seed(cfg.seed)
+    if cfg.flush_denormal:
+        torch.set_flush_denormal(True)
     model = Cnn()
     model.fast_pool = cfg.fast_pool
     model.load_state_dict(load_file(cfg.model))
@@ -255,6 +259,7 @@ def main():
                 "second_order": cfg.second_order,
                 "flush": cfg.flush,
                 "fast_pool": cfg.fast_pool,
+                "flush_denormal": cfg.flush_denormal,
             }
         )
     )

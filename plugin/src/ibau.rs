@@ -162,9 +162,10 @@ pub enum SecondOrder {
     /// Double backward through libtorch's autograd ([`GradientDescentMap`]), for every model
     /// and objective.
     Autograd,
-    /// The closed form of [`PiecewiseLinearMap`]: the same values up to rounding, without
-    /// double backward (measured in the README). A configuration error for a model that is
-    /// not piecewise linear or with [`InnerObjective::Search`].
+    /// The closed form of [`PiecewiseLinearMap`]: the same values up to rounding and an
+    /// absolute 10⁻³⁰-scale flush ([`crate::piecewise_linear::FLUSH_BELOW`]), without double
+    /// backward (measured in the README). A configuration error for a model that is not
+    /// piecewise linear or with [`InnerObjective::Search`] (a different G).
     PiecewiseLinear,
 }
 
@@ -263,7 +264,8 @@ pub struct UnlearnConfig {
     #[serde(default = "yes")]
     pub implicit_term: bool,
     /// How Φ's second derivatives are computed (default [`SecondOrder::Auto`]; every choice
-    /// gives the same operators up to rounding).
+    /// gives the same operators up to rounding and the closed form's flush of cotangent entries
+    /// below 10⁻³⁰).
     #[serde(default)]
     pub second_order: SecondOrder,
 }
@@ -1496,8 +1498,11 @@ mod tests {
     }
 
     /// A copy of `init` after a `paper`-like run of two steps on `clean` with `second`. Every
-    /// sample is perturbed and each step sees the whole set, so the run draws nothing that
-    /// depends on libtorch's global generator (which tests running in parallel share).
+    /// sample is perturbed and each step sees the whole set, so the run's result does not
+    /// depend on what `unlearn` draws from libtorch's global generator (which tests running in
+    /// parallel share and can advance in between); the three runs start from copies of one
+    /// model. The model and data themselves are drawn after `manual_seed(21)` and may differ if
+    /// another test draws in between: the comparison holds for any draw.
     fn paper_run(init: &Model, clean: &Split, second: SecondOrder) -> (Summary, TensorList) {
         let mut model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
         model.vs.copy(&init.vs).unwrap();

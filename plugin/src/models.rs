@@ -233,14 +233,11 @@ pub struct Linearisation {
     weights: [Tensor; 4],
 }
 
-/// Picks the pooled elements of `t` (`[N, C, H, W]`) at max-pooling `indices` (`[N', C, h, w]`,
-/// flat positions in each `H × W` plane); `t` may have batch 1 and is then broadcast.
+/// Picks the pooled elements of `t` (`[N, C, H, W]`) at max-pooling `indices` (`[N, C, h, w]`,
+/// flat positions in each `H × W` plane).
 fn gather_pooled(t: &Tensor, indices: &Tensor) -> Result<Tensor> {
     let shape = indices.size();
-    let flat = t
-        .f_flatten(2, -1)?
-        .f_expand([shape[0], shape[1], -1], false)?;
-    Ok(flat
+    Ok(t.f_flatten(2, -1)?
         .f_gather(2, &indices.f_flatten(2, -1)?, false)?
         .f_view(shape.as_slice())?)
 }

@@ -25,7 +25,7 @@
 //! backward pass through the tangent and the logits — where double backward
 //! ([`crate::autograd::GradientDescentMap`]) differentiates the whole first-order backward
 //! graph each time. The values are the same up to rounding and up to the cotangent entries
-//! below [`FLUSH_BELOW`] that are dropped (`plugin/tests/backend/piecewise_linear.rs` compares
+//! below [`FLUSH_BELOW`] (absolute) that are dropped (`plugin/tests/backend/piecewise_linear.rs` compares
 //! the two maps, at small and at saturating perturbations). What it saves per I-BAU round is
 //! measured by `bench/ibau/run` (README).
 
@@ -55,9 +55,11 @@ struct Part {
 /// Why: at a large perturbation the logits saturate, the softmax has entries far below f32's
 /// smallest normal number (1.2·10⁻³⁸), and the backward pass through the network then computes
 /// on subnormal numbers, on which x86 CPUs are up to a hundred times slower — measured on the
-/// `paper` preset (MNIST, ‖δ‖ ≈ 1.4·10³): three of 50 steps took 1.4 s instead of 0.1 s. What is
-/// dropped changes each output entry by about 10⁻³⁰ times the network's gain: nothing at f32
-/// precision for gradients above 10⁻²².
+/// `paper` preset (MNIST, ‖δ‖ ≈ 1.4·10³, timing prints during development): three of 50 steps
+/// took 1.4 s instead of 0.1 s. The threshold is absolute, so the operators are exact up to
+/// rounding *and* an absolute change of each output entry of about 10⁻³⁰ times the network's
+/// gain (below 10⁻²² here): invisible at f32 precision for outputs above that, but the
+/// operators are not exactly linear for vectors so small that their products are.
 pub const FLUSH_BELOW: f64 = 1e-30;
 
 /// `t` with its entries of magnitude below [`FLUSH_BELOW`] set to zero (no autograd history).
