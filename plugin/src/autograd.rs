@@ -114,11 +114,6 @@ impl GradientDescentMap {
         })
     }
 
-    /// The inner variables `w` (leaf copies).
-    pub fn w(&self) -> &[Tensor] {
-        &self.w
-    }
-
     /// A zero vector with the layout of `w`.
     ///
     /// # Errors
