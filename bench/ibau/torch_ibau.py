@@ -10,9 +10,10 @@ differ in work per step; both HVP counts are printed.
 
 By default the loop is the spec's (HVPs by double backward, plain max-pooling): the baseline.
 `--second-order closed-form --flush --fast-pool` does what the Rust CLI does for this CNN (the
-closed-form operators of plugin/src/piecewise_linear.rs with flushed cotangents, channels-last
-max-pooling without autograd history), so that bench/ibau/run can show the Rust/PyTorch ratio
-of the same algorithm beside the ratio against the baseline.
+closed-form operators of plugin/src/piecewise_linear.rs with flushed cotangents, max-pooling
+indices from a channels-last copy, the values gathered at them where autograd records), so
+that bench/ibau/run can show the Rust/PyTorch ratio of the same algorithm beside the ratio
+against the baseline.
 
 Prints one JSON line: per-round seconds (without evaluation), ACC/ASR before and after, HVPs.
 """
@@ -43,23 +44,35 @@ class Cnn(nn.Module):
     fast_pool = False
 
     def pool(self, x):
-        """2×2 max-pooling; with fast_pool, without autograd history, on a channels-last copy
-        (as plugin/src/models.rs does: libtorch's NCHW kernel is much slower here)."""
-        if self.fast_pool and not x.requires_grad:
-            return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
-        return F.max_pool2d(x, 2)
+        """2×2 max-pooling (values, indices). With fast_pool, as plugin/src/models.rs does: the
+        window maxima by libtorch's channels-last kernel on a copy without autograd history
+        (its NCHW kernel is much slower here), and with autograd history the values gathered
+        from the NCHW input at those indices (so the backward pass stays NCHW)."""
+        if not self.fast_pool:
+            return F.max_pool2d(x, 2, return_indices=True)
+        with torch.no_grad():
+            v, i = F.max_pool2d(x.detach().contiguous(memory_format=torch.channels_last), 2,
+                                return_indices=True)
+            v, i = v.contiguous(), i.contiguous()
+        if x.requires_grad:
+            v = x.flatten(2).gather(2, i.flatten(2)).view(i.shape)
+        return v, i
+
+    def pool_values(self, x):
+        """The pooled values: the spec's plain F.max_pool2d unless fast_pool."""
+        return self.pool(x)[0] if self.fast_pool else F.max_pool2d(x, 2)
 
     def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x))).flatten(1)
+        x = self.pool_values(F.relu(self.conv1(x)))
+        x = self.pool_values(F.relu(self.conv2(x))).flatten(1)
         return self.fc2(F.relu(self.fc1(x)))
 
     def linearised_forward(self, x):
         """The logits and what J (the input-Jacobian) needs: ReLU masks, pooling indices."""
         z1 = self.conv1(x)
-        p1, i1 = F.max_pool2d(F.relu(z1), 2, return_indices=True)
+        p1, i1 = self.pool(F.relu(z1))
         z2 = self.conv2(p1)
-        p2, i2 = F.max_pool2d(F.relu(z2), 2, return_indices=True)
+        p2, i2 = self.pool(F.relu(z2))
         z3 = self.fc1(p2.flatten(1))
         masks = [(z > 0).to(z.dtype) for z in (z1, z2, z3)]
         return self.fc2(F.relu(z3)), (masks, (i1, i2))
@@ -216,7 +229,8 @@ def main():
     ap.add_argument("--flush-denormal", action="store_true",
                     help="torch.set_flush_denormal(True): the CPU flushes subnormal floats to zero")
     ap.add_argument("--fast-pool", action="store_true",
-                    help="max-pool without autograd history on a channels-last copy, as the Rust model does")
+                    help="max-pooling indices from a channels-last copy, values gathered at "
+                    "them where autograd records, as the Rust model does")
     ap.add_argument(
         "--second-order",
         choices=["autograd", "closed-form"],

@@ -49,24 +49,49 @@ impl std::fmt::Debug for Model {
 
 /// 2×2 max-pooling with stride 2, as `max_pool2d_default(2)`.
 ///
-/// Without autograd history (evaluation, pseudo-labels, the class search's flip counts) the
-/// pooling runs on a channels-last copy: libtorch 2.11's CPU kernel for contiguous (NCHW)
-/// tensors took 8.3 ms on a `[100, 16, 28, 28]` batch on one thread here, its channels-last
-/// kernel 1.0 ms plus 0.7 ms for the copy, and the CNN's no-grad forward fell from 21.9 to
-/// 6.5 ms (`bench/ibau/maxpool.py`, 2026-12-07). With autograd history it stays as it is: with
-/// a channels-last copy the backward pass got slower than the forward pass got faster (forward
-/// and backward 44 → 53 ms in a PyTorch measurement, README).
-/// The values are identical either way (a maximum has no rounding). Other devices keep their
-/// own kernel (not measured there).
-fn max_pool2(x: &Tensor) -> Tensor {
-    if x.requires_grad() || x.device() != Device::Cpu {
-        x.max_pool2d_default(2)
+/// On the CPU the window maxima are found by libtorch's kernel for channels-last tensors, on a
+/// channels-last copy without autograd history: its kernel for contiguous (NCHW) tensors took
+/// 8.3 ms on a `[100, 16, 28, 28]` batch on one thread here, the channels-last one 1.0 ms plus
+/// 0.7 ms for the copy. With autograd history the pooled values are then gathered from the NCHW
+/// input at those indices, so that the backward pass (a scatter into the input's shape) and
+/// every gradient stay NCHW: pooling and its backward pass took 5.6 ms that way against 13.0 ms,
+/// and the CNN's forward and backward pass 23.8 ms against 32.5 ms (31.0 ms pooling a
+/// channels-last copy with autograd history, whose gradients are then channels-last;
+/// `bench/ibau/maxpool.py`, 2026-12-07, fastest of 30 alternating runs). The values, the
+/// indices and the gradients are identical either way: a maximum has no rounding, the 2×2
+/// windows do not overlap (each input entry receives at most one gradient entry), and the
+/// kernels pick the same index (tests below). Other devices keep their own kernel (not
+/// measured there).
+///
+/// Infallible like the `nn::seq_t` layers it sits between (tch's infallible methods panic on a
+/// libtorch error; this one does so with the error's message).
+fn pool(x: &Tensor) -> Tensor {
+    match max_pool2_with_indices(x) {
+        Ok((values, _)) => values,
+        Err(e) => panic!("max-pooling failed: {e}"),
+    }
+}
+
+/// [`pool`] and its indices (flat positions in each input plane, as
+/// `max_pool2d_with_indices`).
+fn max_pool2_with_indices(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (k, s, p, d) = ([2, 2], [2, 2], [0, 0], [1, 1]);
+    if x.device() != Device::Cpu {
+        return Ok(x.f_max_pool2d_with_indices(k, s, p, d, false)?);
+    }
+    let (values, indices) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+        let (v, i) = x
+            .f_detach()?
+            .f_permute([0, 2, 3, 1])?
+            .f_contiguous()?
+            .f_permute([0, 3, 1, 2])?
+            .f_max_pool2d_with_indices(k, s, p, d, false)?;
+        Ok((v.f_contiguous()?, i.f_contiguous()?))
+    })?;
+    if x.requires_grad() {
+        Ok((gather_pooled(x, &indices)?, indices))
     } else {
-        x.permute([0, 2, 3, 1])
-            .contiguous()
-            .permute([0, 3, 1, 2])
-            .max_pool2d_default(2)
-            .contiguous()
+        Ok((values, indices))
     }
 }
 
@@ -91,9 +116,9 @@ impl Model {
         let net = match arch {
             Arch::Cnn => nn::seq_t()
                 .add(conv(&root / "conv1", 1, 16))
-                .add_fn(|x| max_pool2(&x.relu()))
+                .add_fn(|x| pool(&x.relu()))
                 .add(conv(&root / "conv2", 16, 32))
-                .add_fn(|x| max_pool2(&x.relu()).flatten(1, -1))
+                .add_fn(|x| pool(&x.relu()).flatten(1, -1))
                 .add(nn::linear(
                     &root / "fc1",
                     32 * 7 * 7,
@@ -115,7 +140,7 @@ impl Model {
                         ))
                         .add_fn(|x| x.elu());
                     if i % 2 == 1 {
-                        s = s.add_fn(max_pool2);
+                        s = s.add_fn(pool);
                     }
                 }
                 s.add_fn(|x| x.flatten(1, -1))
@@ -168,13 +193,9 @@ impl Model {
         ];
         let mask = |z: &Tensor| -> Result<Tensor> { Ok(z.f_gt(0.0)?.f_to_kind(z.kind())?) };
         let z1 = xs.f_conv2d(&w[0], Some(var("conv1.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
-        let (p1, i1) =
-            z1.f_relu()?
-                .f_max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+        let (p1, i1) = max_pool2_with_indices(&z1.f_relu()?)?;
         let z2 = p1.f_conv2d(&w[1], Some(var("conv2.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
-        let (p2, i2) =
-            z2.f_relu()?
-                .f_max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+        let (p2, i2) = max_pool2_with_indices(&z2.f_relu()?)?;
         let z3 = p2
             .f_flatten(1, -1)?
             .f_linear(&w[2], Some(var("fc1.bias")?))?;
@@ -265,5 +286,69 @@ impl Linearisation {
             .f_linear(&self.weights[2], none.as_ref())?
             .f_mul(&self.masks[2])?;
         Ok(t.f_linear(&self.weights[3], none.as_ref())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    /// Inputs as the CNN pools them: ReLU outputs, so with many tied zeros, and a few tied
+    /// positive values.
+    fn relu_input(shape: [i64; 4], seed: i64) -> Tensor {
+        tch::manual_seed(seed);
+        let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)).relu();
+        // Ties between positive entries: round to a coarse grid.
+        x.g_mul_scalar(4.0).round().g_div_scalar(4.0)
+    }
+
+    #[test]
+    fn pooling_gives_libtorchs_values_indices_and_gradients() {
+        for (seed, shape) in [
+            (0, [3, 16, 28, 28]),
+            (1, [5, 32, 14, 14]),
+            (2, [2, 3, 7, 7]),
+        ] {
+            let x = relu_input(shape, seed);
+            let (want_v, want_i) = x.max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false);
+            let (v, i) = max_pool2_with_indices(&x).unwrap();
+            assert!(v.equal(&want_v), "values, shape {shape:?}");
+            assert!(i.equal(&want_i), "indices, shape {shape:?}");
+            assert!(pool(&x).equal(&want_v));
+
+            // With autograd history: the same values and the same gradient.
+            let leaf = x.detach().set_requires_grad(true);
+            let cot = Tensor::randn(want_v.size().as_slice(), (Kind::Float, Device::Cpu));
+            let (ours, _) = max_pool2_with_indices(&leaf).unwrap();
+            assert!(ours.requires_grad());
+            assert!(ours.equal(&want_v));
+            let g =
+                Tensor::run_backward(&[(&ours * &cot).sum(Kind::Float)], &[&leaf], false, false);
+            let theirs = leaf.max_pool2d_default(2);
+            let want_g =
+                Tensor::run_backward(&[(&theirs * &cot).sum(Kind::Float)], &[&leaf], false, false);
+            assert!(g[0].equal(&want_g[0]), "gradient, shape {shape:?}");
+        }
+    }
+
+    #[test]
+    fn pooling_has_the_same_second_derivatives() {
+        // Double backward through the pooling (as the VGG's HVPs do): d/dx ⟨∇_x ⟨c, pool(x²)⟩, u⟩.
+        let x = relu_input([2, 4, 8, 8], 3).g_add_scalar(0.1);
+        let c = Tensor::randn([2, 4, 4, 4], (Kind::Float, Device::Cpu));
+        let u = Tensor::randn([2, 4, 8, 8], (Kind::Float, Device::Cpu));
+        let second = |f: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
+            let leaf = x.detach().set_requires_grad(true);
+            let s = (f(&leaf.square()) * &c).sum(Kind::Float);
+            let g = Tensor::run_backward(&[&s], &[&leaf], true, true);
+            let t = (&g[0] * &u).sum(Kind::Float);
+            Tensor::run_backward(&[&t], &[&leaf], false, false)
+                .pop()
+                .unwrap()
+        };
+        let ours = second(&|t: &Tensor| pool(t));
+        let theirs = second(&|t: &Tensor| t.max_pool2d_default(2));
+        assert!(ours.equal(&theirs));
     }
 }
