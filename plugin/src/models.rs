@@ -34,7 +34,7 @@ pub enum Arch {
 pub struct Model {
     /// The parameters (trainable variables are the outer variables θ of I-BAU).
     pub vs: VarStore,
-    net: nn::SequentialT,
+    net: Net,
     /// The architecture.
     pub arch: Arch,
 }
@@ -108,25 +108,63 @@ fn conv(p: nn::Path<'_>, i: i64, o: i64) -> nn::Conv2D {
     )
 }
 
+/// The layers: the CNN's written out (its forward pass is [`CnnLayers::run`], which also
+/// records the linearisation), the VGG's as a sequence.
+enum Net {
+    Cnn(Box<CnnLayers>),
+    Vgg(nn::SequentialT),
+}
+
+/// The CNN's layers (names `conv1`, `conv2`, `fc1`, `fc2` in the `VarStore`).
+struct CnnLayers {
+    conv1: nn::Conv2D,
+    conv2: nn::Conv2D,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl CnnLayers {
+    /// The logits for `xs` and, with `record`, the linearisation at `xs`: the one definition of
+    /// the CNN's forward pass, for [`Model::forward_t`] and [`Model::linearised_forward`]. The
+    /// operations are those of tch's `Conv2D` and `Linear` modules (zero padding 1).
+    fn run(&self, xs: &Tensor, record: bool) -> Result<(Tensor, Option<Linearisation>)> {
+        let conv = |x: &Tensor, c: &nn::Conv2D| -> Result<Tensor> {
+            Ok(x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], [1, 1], [1, 1], 1)?)
+        };
+        let z1 = conv(xs, &self.conv1)?;
+        let (p1, i1) = max_pool2_with_indices(&z1.f_relu()?)?;
+        let z2 = conv(&p1, &self.conv2)?;
+        let (p2, i2) = max_pool2_with_indices(&z2.f_relu()?)?;
+        let z3 = p2
+            .f_flatten(1, -1)?
+            .f_linear(&self.fc1.ws, self.fc1.bs.as_ref())?;
+        let logits = z3.f_relu()?.f_linear(&self.fc2.ws, self.fc2.bs.as_ref())?;
+        if !record {
+            return Ok((logits, None));
+        }
+        let mask = |z: &Tensor| -> Result<Tensor> { Ok(z.f_gt(0.0)?.f_to_kind(z.kind())?) };
+        let lin = Linearisation {
+            masks: [mask(&z1)?, mask(&z2)?, mask(&z3)?],
+            pools: [i1, i2],
+            weights: [&self.conv1.ws, &self.conv2.ws, &self.fc1.ws, &self.fc2.ws]
+                .map(Tensor::shallow_clone),
+        };
+        Ok((logits, Some(lin)))
+    }
+}
+
 impl Model {
     /// A freshly initialised model (seed libtorch first for reproducibility).
     pub fn new(arch: Arch, device: Device) -> Self {
         let vs = VarStore::new(device);
         let root = vs.root();
         let net = match arch {
-            Arch::Cnn => nn::seq_t()
-                .add(conv(&root / "conv1", 1, 16))
-                .add_fn(|x| pool(&x.relu()))
-                .add(conv(&root / "conv2", 16, 32))
-                .add_fn(|x| pool(&x.relu()).flatten(1, -1))
-                .add(nn::linear(
-                    &root / "fc1",
-                    32 * 7 * 7,
-                    128,
-                    Default::default(),
-                ))
-                .add_fn(|x| x.relu())
-                .add(nn::linear(&root / "fc2", 128, 10, Default::default())),
+            Arch::Cnn => Net::Cnn(Box::new(CnnLayers {
+                conv1: conv(&root / "conv1", 1, 16),
+                conv2: conv(&root / "conv2", 16, 32),
+                fc1: nn::linear(&root / "fc1", 32 * 7 * 7, 128, Default::default()),
+                fc2: nn::linear(&root / "fc2", 128, 10, Default::default()),
+            })),
             Arch::Vgg => {
                 let mut s = nn::seq_t();
                 let chans = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)];
@@ -143,69 +181,57 @@ impl Model {
                         s = s.add_fn(pool);
                     }
                 }
-                s.add_fn(|x| x.flatten(1, -1))
-                    .add_fn_t(|x, train| x.dropout(0.5, train))
-                    .add(nn::linear(
-                        &root / "fc",
-                        128 * 3 * 3,
-                        10,
-                        Default::default(),
-                    ))
+                Net::Vgg(
+                    s.add_fn(|x| x.flatten(1, -1))
+                        .add_fn_t(|x, train| x.dropout(0.5, train))
+                        .add(nn::linear(
+                            &root / "fc",
+                            128 * 3 * 3,
+                            10,
+                            Default::default(),
+                        )),
+                )
             }
         };
         Model { vs, net, arch }
     }
 
     /// Logits for `xs` (`train = false`: BatchNorm running statistics, dropout off).
+    ///
+    /// Infallible like tch's modules: a libtorch error (a wrong input shape) panics with its
+    /// message.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.net.forward_t(xs, train)
+        match &self.net {
+            Net::Cnn(layers) => match layers.run(xs, false) {
+                Ok((logits, _)) => logits,
+                Err(e) => panic!("the CNN's forward pass failed: {e}"),
+            },
+            Net::Vgg(seq) => seq.forward_t(xs, train),
+        }
     }
 
     /// Whether the model is piecewise linear in its input, so that its input-Hessian is zero
     /// almost everywhere and [`Model::linearised_forward`] is available: the CNN (convolutions,
     /// ReLU, max-pooling, affine layers), not the VGG (ELU).
     pub fn is_piecewise_linear(&self) -> bool {
-        self.arch == Arch::Cnn
+        matches!(self.net, Net::Cnn(_))
     }
 
     /// The logits for `xs` (eval mode) and the model's linearisation at `xs`, for a piecewise
     /// linear model ([`Model::is_piecewise_linear`]); `None` for another. The logits are those
-    /// of [`Model::forward_t`] (the same layers in the same order; the pooling keeps its
-    /// indices), with the autograd history of the caller's grad mode.
+    /// of [`Model::forward_t`] (one function runs both), with the
+    /// autograd history of the caller's grad mode.
     ///
     /// # Errors
-    /// If a parameter is missing from the `VarStore` or libtorch fails.
+    /// If libtorch fails (an input of the wrong shape).
     pub fn linearised_forward(&self, xs: &Tensor) -> Result<Option<(Tensor, Linearisation)>> {
-        if !self.is_piecewise_linear() {
-            return Ok(None);
+        match &self.net {
+            Net::Cnn(layers) => {
+                let (logits, lin) = layers.run(xs, true)?;
+                Ok(lin.map(|lin| (logits, lin)))
+            }
+            Net::Vgg(_) => Ok(None),
         }
-        let vars = self.vs.variables();
-        let var = |name: &str| -> Result<Tensor> {
-            vars.get(name)
-                .map(Tensor::shallow_clone)
-                .ok_or_else(|| crate::Error::Config(format!("the CNN has no parameter {name}")))
-        };
-        let w = [
-            var("conv1.weight")?,
-            var("conv2.weight")?,
-            var("fc1.weight")?,
-            var("fc2.weight")?,
-        ];
-        let mask = |z: &Tensor| -> Result<Tensor> { Ok(z.f_gt(0.0)?.f_to_kind(z.kind())?) };
-        let z1 = xs.f_conv2d(&w[0], Some(var("conv1.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
-        let (p1, i1) = max_pool2_with_indices(&z1.f_relu()?)?;
-        let z2 = p1.f_conv2d(&w[1], Some(var("conv2.bias")?), [1, 1], [1, 1], [1, 1], 1)?;
-        let (p2, i2) = max_pool2_with_indices(&z2.f_relu()?)?;
-        let z3 = p2
-            .f_flatten(1, -1)?
-            .f_linear(&w[2], Some(var("fc1.bias")?))?;
-        let logits = z3.f_relu()?.f_linear(&w[3], Some(var("fc2.bias")?))?;
-        let lin = Linearisation {
-            masks: [mask(&z1)?, mask(&z2)?, mask(&z3)?],
-            pools: [i1, i2],
-            weights: w,
-        };
-        Ok(Some((logits, lin)))
     }
 
     /// The trainable parameters θ, in a fixed order (sorted by name).

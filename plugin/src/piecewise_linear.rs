@@ -121,9 +121,9 @@ impl PiecewiseLinearMap {
         let weight = 1.0 / (m * batch as f64);
         let mut parts = Vec::with_capacity(w.len());
         for wj in &w {
-            let (logits, lin) = model
-                .linearised_forward(&x.f_add(wj)?)?
-                .expect("checked: the model is piecewise linear");
+            let Some((logits, lin)) = model.linearised_forward(&x.f_add(wj)?)? else {
+                return Ok(None);
+            };
             let probs = flush(&logits.f_detach()?.f_softmax(-1, logits.kind())?)?;
             let onehot = y.f_one_hot(logits.size()[1])?.f_to_kind(logits.kind())?;
             let residual = flush(&probs.f_sub(&onehot)?.f_mul_scalar(-weight)?)?;
