@@ -153,9 +153,37 @@ fn the_linearised_forward_gives_the_models_logits_and_its_jacobian() {
     model.vs.double();
     let x = Tensor::rand([5, 1, 28, 28], (Kind::Double, Device::Cpu));
     let (logits, lin) = model.linearised_forward(&x).unwrap().unwrap();
-    let plain = model.forward_t(&x, false);
-    let e = (&logits - &plain).abs().max().double_value(&[]);
-    assert!(e <= 1e-12, "logits differ by {e:e}");
+    // Both against the architecture written out with libtorch's own layers (plain NCHW
+    // max-pooling), an oracle independent of the model's forward pass.
+    let vars = model.vs.variables();
+    let p = |name: &str| vars[name].shallow_clone();
+    let conv = |x: &Tensor, l: &str| {
+        x.conv2d(
+            &p(&format!("{l}.weight")),
+            Some(p(&format!("{l}.bias"))),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        )
+    };
+    let h = conv(&x, "conv1").relu().max_pool2d_default(2);
+    let h = conv(&h, "conv2")
+        .relu()
+        .max_pool2d_default(2)
+        .flatten(1, -1);
+    let h = h.linear(&p("fc1.weight"), Some(p("fc1.bias"))).relu();
+    let oracle = h.linear(&p("fc2.weight"), Some(p("fc2.bias")));
+    for (name, out) in [
+        ("linearised_forward", &logits),
+        ("forward_t", &model.forward_t(&x, false)),
+    ] {
+        let e = (out - &oracle).abs().max().double_value(&[]);
+        assert!(
+            e <= 1e-12,
+            "{name}'s logits differ from the oracle by {e:e}"
+        );
+    }
     // J v against a central difference (f is linear on the cell around x for a small step).
     let v = Tensor::randn([1, 1, 28, 28], (Kind::Double, Device::Cpu));
     let h = 1e-7;
