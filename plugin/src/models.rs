@@ -54,10 +54,11 @@ impl std::fmt::Debug for Model {
 /// 8.3 ms on a `[100, 16, 28, 28]` batch on one thread here, the channels-last one 1.0 ms plus
 /// 0.7 ms for the copy. With autograd history the pooled values are then gathered from the NCHW
 /// input at those indices, so that the backward pass (a scatter into the input's shape) and
-/// every gradient stay NCHW: pooling and its backward pass took 5.6 ms that way against 13.0 ms,
-/// and the CNN's forward and backward pass 23.8 ms against 32.5 ms (31.0 ms pooling a
-/// channels-last copy with autograd history, whose gradients are then channels-last;
-/// `bench/ibau/maxpool.py`, 2026-12-07, fastest of 30 alternating runs). The values, the
+/// every gradient stay NCHW: pooling and its backward pass took 5.6–6.1 ms that way against
+/// 9.5–13.0 ms on `[100, 16, 28, 28]` (medians of 40 runs), and the CNN's forward and backward
+/// pass 23.8–25.3 ms against 32.5–32.9 ms (31.0–34.8 ms pooling a channels-last copy with
+/// autograd history, whose gradients are then channels-last; fastest of 30 alternating runs;
+/// two runs of `bench/ibau/maxpool.py`, 2026-12-07). The values, the
 /// indices and the gradients are identical either way: a maximum has no rounding, the 2×2
 /// windows do not overlap (each input entry receives at most one gradient entry), and the
 /// kernels pick the same index (tests below). Other devices keep their own kernel (not
@@ -66,34 +67,42 @@ impl std::fmt::Debug for Model {
 /// Infallible like the `nn::seq_t` layers it sits between (tch's infallible methods panic on a
 /// libtorch error; this one does so with the error's message).
 fn pool(x: &Tensor) -> Tensor {
-    match max_pool2_with_indices(x) {
+    match max_pool2_with_indices(x, false) {
         Ok((values, _)) => values,
         Err(e) => panic!("max-pooling failed: {e}"),
     }
 }
 
-/// [`pool`] and its indices (flat positions in each input plane, as
-/// `max_pool2d_with_indices`).
-fn max_pool2_with_indices(x: &Tensor) -> Result<(Tensor, Tensor)> {
+/// [`pool`], and with `keep_indices` its indices (flat positions in each input plane, as
+/// `max_pool2d_with_indices`, contiguous).
+fn max_pool2_with_indices(x: &Tensor, keep_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
     let (k, s, p, d) = ([2, 2], [2, 2], [0, 0], [1, 1]);
     if x.device() != Device::Cpu {
-        return Ok(x.f_max_pool2d_with_indices(k, s, p, d, false)?);
+        let (values, indices) = x.f_max_pool2d_with_indices(k, s, p, d, false)?;
+        return Ok((values, keep_indices.then_some(indices)));
     }
-    let (values, indices) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-        let (v, i) = x
-            .f_detach()?
-            .f_permute([0, 2, 3, 1])?
+    let (values, indices) = tch::no_grad(|| {
+        x.f_permute([0, 2, 3, 1])?
             .f_contiguous()?
             .f_permute([0, 3, 1, 2])?
-            .f_max_pool2d_with_indices(k, s, p, d, false)?;
-        Ok((v.f_contiguous()?, i.f_contiguous()?))
+            .f_max_pool2d_with_indices(k, s, p, d, false)
     })?;
     if x.requires_grad() {
-        Ok((gather_pooled(x, &indices)?, indices))
+        let indices = indices.f_contiguous()?;
+        let values = gather_pooled(x, &indices)?;
+        Ok((values, keep_indices.then_some(indices)))
     } else {
-        Ok((values, indices))
+        let indices = if keep_indices {
+            Some(indices.f_contiguous()?)
+        } else {
+            None
+        };
+        Ok((values.f_contiguous()?, indices))
     }
 }
+
+/// Zero padding of every convolution of both models (3×3 kernels, stride 1: sizes are kept).
+const CONV_PADDING: i64 = 1;
 
 fn conv(p: nn::Path<'_>, i: i64, o: i64) -> nn::Conv2D {
     nn::conv2d(
@@ -102,7 +111,7 @@ fn conv(p: nn::Path<'_>, i: i64, o: i64) -> nn::Conv2D {
         o,
         3,
         nn::ConvConfig {
-            padding: 1,
+            padding: CONV_PADDING,
             ..Default::default()
         },
     )
@@ -126,22 +135,23 @@ struct CnnLayers {
 impl CnnLayers {
     /// The logits for `xs` and, with `record`, the linearisation at `xs`: the one definition of
     /// the CNN's forward pass, for [`Model::forward_t`] and [`Model::linearised_forward`]. The
-    /// operations are those of tch's `Conv2D` and `Linear` modules (zero padding 1).
+    /// operations are those of tch's `Conv2D` and `Linear` modules.
     fn run(&self, xs: &Tensor, record: bool) -> Result<(Tensor, Option<Linearisation>)> {
         let conv = |x: &Tensor, c: &nn::Conv2D| -> Result<Tensor> {
-            Ok(x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], [1, 1], [1, 1], 1)?)
+            let pad = [CONV_PADDING; 2];
+            Ok(x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], pad, [1, 1], 1)?)
         };
         let z1 = conv(xs, &self.conv1)?;
-        let (p1, i1) = max_pool2_with_indices(&z1.f_relu()?)?;
+        let (p1, i1) = max_pool2_with_indices(&z1.f_relu()?, record)?;
         let z2 = conv(&p1, &self.conv2)?;
-        let (p2, i2) = max_pool2_with_indices(&z2.f_relu()?)?;
+        let (p2, i2) = max_pool2_with_indices(&z2.f_relu()?, record)?;
         let z3 = p2
             .f_flatten(1, -1)?
             .f_linear(&self.fc1.ws, self.fc1.bs.as_ref())?;
         let logits = z3.f_relu()?.f_linear(&self.fc2.ws, self.fc2.bs.as_ref())?;
-        if !record {
+        let (true, Some(i1), Some(i2)) = (record, i1, i2) else {
             return Ok((logits, None));
-        }
+        };
         let mask = |z: &Tensor| -> Result<Tensor> { Ok(z.f_gt(0.0)?.f_to_kind(z.kind())?) };
         let lin = Linearisation {
             masks: [mask(&z1)?, mask(&z2)?, mask(&z3)?],
@@ -198,8 +208,8 @@ impl Model {
 
     /// Logits for `xs` (`train = false`: BatchNorm running statistics, dropout off).
     ///
-    /// Infallible like tch's modules: a libtorch error (a wrong input shape) panics with its
-    /// message.
+    /// # Panics
+    /// On a libtorch error (an input of the wrong shape), with its message, as tch's modules do.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match &self.net {
             Net::Cnn(layers) => match layers.run(xs, false) {
@@ -219,8 +229,8 @@ impl Model {
 
     /// The logits for `xs` (eval mode) and the model's linearisation at `xs`, for a piecewise
     /// linear model ([`Model::is_piecewise_linear`]); `None` for another. The logits are those
-    /// of [`Model::forward_t`] (one function runs both), with the
-    /// autograd history of the caller's grad mode.
+    /// of [`Model::forward_t`] (one function runs both), with the autograd history of the
+    /// caller's grad mode.
     ///
     /// # Errors
     /// If libtorch fails (an input of the wrong shape).
@@ -300,12 +310,13 @@ impl Linearisation {
     /// If `v`'s shape does not fit or libtorch fails.
     pub fn tangent(&self, v: &Tensor) -> Result<Tensor> {
         let none = None::<Tensor>;
+        let pad = [CONV_PADDING; 2];
         let t = v
-            .f_conv2d(&self.weights[0], none.as_ref(), [1, 1], [1, 1], [1, 1], 1)?
+            .f_conv2d(&self.weights[0], none.as_ref(), [1, 1], pad, [1, 1], 1)?
             .f_mul(&self.masks[0])?;
         let t = gather_pooled(&t, &self.pools[0])?;
         let t = t
-            .f_conv2d(&self.weights[1], none.as_ref(), [1, 1], [1, 1], [1, 1], 1)?
+            .f_conv2d(&self.weights[1], none.as_ref(), [1, 1], pad, [1, 1], 1)?
             .f_mul(&self.masks[1])?;
         let t = gather_pooled(&t, &self.pools[1])?.f_flatten(1, -1)?;
         let t = t
@@ -320,35 +331,54 @@ mod tests {
     use super::*;
     use tch::Kind;
 
-    /// Inputs as the CNN pools them: ReLU outputs, so with many tied zeros, and a few tied
-    /// positive values.
-    fn relu_input(shape: [i64; 4], seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)).relu();
-        // Ties between positive entries: round to a coarse grid.
-        x.g_mul_scalar(4.0).round().g_div_scalar(4.0)
+    /// A deterministic pattern with values in [-1, 1] (no random generator: the library's tests
+    /// run in parallel and libtorch's generator is global).
+    fn pattern(shape: [i64; 4], phase: f64) -> Tensor {
+        let n: i64 = shape.iter().product();
+        Tensor::arange(n, (Kind::Float, Device::Cpu))
+            .g_mul_scalar(0.618_034)
+            .g_add_scalar(phase)
+            .sin()
+            .view(shape)
+    }
+
+    /// Inputs as the CNN pools them: ReLU outputs, so with many tied zeros, and tied positive
+    /// values (rounded to a coarse grid).
+    fn relu_input(shape: [i64; 4], phase: f64) -> Tensor {
+        pattern(shape, phase)
+            .g_mul_scalar(4.0)
+            .round()
+            .g_div_scalar(4.0)
+            .relu()
     }
 
     #[test]
     fn pooling_gives_libtorchs_values_indices_and_gradients() {
-        for (seed, shape) in [
-            (0, [3, 16, 28, 28]),
-            (1, [5, 32, 14, 14]),
-            (2, [2, 3, 7, 7]),
+        for (phase, shape) in [
+            (0.0, [3, 16, 28, 28]),
+            (1.0, [5, 32, 14, 14]),
+            (2.0, [2, 3, 7, 7]),
         ] {
-            let x = relu_input(shape, seed);
+            let x = relu_input(shape, phase);
             let (want_v, want_i) = x.max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false);
-            let (v, i) = max_pool2_with_indices(&x).unwrap();
+            let (v, i) = max_pool2_with_indices(&x, true).unwrap();
             assert!(v.equal(&want_v), "values, shape {shape:?}");
-            assert!(i.equal(&want_i), "indices, shape {shape:?}");
+            assert!(i.unwrap().equal(&want_i), "indices, shape {shape:?}");
             assert!(pool(&x).equal(&want_v));
+            // Non-contiguous and channels-last inputs.
+            let cl = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+            assert!(pool(&cl).equal(&want_v));
+            let wide = Tensor::cat(&[&x, &x], 3).slice(3, 0, shape[3], 1);
+            assert!(!wide.is_contiguous());
+            assert!(pool(&wide).equal(&want_v));
 
-            // With autograd history: the same values and the same gradient.
+            // With autograd history: the same values, indices and gradient.
             let leaf = x.detach().set_requires_grad(true);
-            let cot = Tensor::randn(want_v.size().as_slice(), (Kind::Float, Device::Cpu));
-            let (ours, _) = max_pool2_with_indices(&leaf).unwrap();
+            let cot = pattern(want_v.size().try_into().unwrap(), 0.5);
+            let (ours, i) = max_pool2_with_indices(&leaf, true).unwrap();
             assert!(ours.requires_grad());
             assert!(ours.equal(&want_v));
+            assert!(i.unwrap().equal(&want_i));
             let g =
                 Tensor::run_backward(&[(&ours * &cot).sum(Kind::Float)], &[&leaf], false, false);
             let theirs = leaf.max_pool2d_default(2);
@@ -360,13 +390,14 @@ mod tests {
 
     #[test]
     fn pooling_has_the_same_second_derivatives() {
-        // Double backward through the pooling (as the VGG's HVPs do): d/dx ⟨∇_x ⟨c, pool(x²)⟩, u⟩.
-        let x = relu_input([2, 4, 8, 8], 3).g_add_scalar(0.1);
-        let c = Tensor::randn([2, 4, 4, 4], (Kind::Float, Device::Cpu));
-        let u = Tensor::randn([2, 4, 8, 8], (Kind::Float, Device::Cpu));
+        // Double backward through the pooling's backward pass (as the VGG's HVPs do):
+        // s = ⟨c, pool(x)²⟩, ∇s = Pᵀ(2c ∘ P x), and d/dx ⟨∇s, u⟩ = Pᵀ(2c ∘ P u).
+        let x = pattern([2, 4, 8, 8], 0.3);
+        let c = pattern([2, 4, 4, 4], 1.7);
+        let u = pattern([2, 4, 8, 8], 2.9);
         let second = |f: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
             let leaf = x.detach().set_requires_grad(true);
-            let s = (f(&leaf.square()) * &c).sum(Kind::Float);
+            let s = (f(&leaf).square() * &c).sum(Kind::Float);
             let g = Tensor::run_backward(&[&s], &[&leaf], true, true);
             let t = (&g[0] * &u).sum(Kind::Float);
             Tensor::run_backward(&[&t], &[&leaf], false, false)
@@ -375,6 +406,20 @@ mod tests {
         };
         let ours = second(&|t: &Tensor| pool(t));
         let theirs = second(&|t: &Tensor| t.max_pool2d_default(2));
+        assert!(ours.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         assert!(ours.equal(&theirs));
+    }
+
+    #[test]
+    fn pooling_propagates_nan_as_libtorch_does() {
+        let x = pattern([1, 2, 4, 4], 0.0);
+        let _ = x.get(0).get(1).get(2).get(3).fill_(f64::NAN);
+        let (want_v, want_i) = x.max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false);
+        let (v, i) = max_pool2_with_indices(&x, true).unwrap();
+        assert!(v.isnan().equal(&want_v.isnan()));
+        assert!(v
+            .nan_to_num(0.0, None, None)
+            .equal(&want_v.nan_to_num(0.0, None, None)));
+        assert!(i.unwrap().equal(&want_i));
     }
 }
