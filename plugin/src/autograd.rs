@@ -79,14 +79,45 @@ pub(crate) fn outer_handles(lambda: &[Tensor]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// What every [`LinearisedMap`] keeps of the point `(w, λ)` it is linearised at: leaf copies
+/// of `w`, handles on `λ`, the step α, and the count of second-derivative products.
+#[derive(Debug)]
+pub struct MapPoint {
+    w: Vec<Tensor>,
+    lambda: Vec<Tensor>,
+    alpha: f64,
+    applications: Cell<usize>,
+}
+
+impl MapPoint {
+    /// Leaf copies of `w` and handles on `λ` (which must require gradients).
+    pub(crate) fn new(w: &[Tensor], lambda: &[Tensor], alpha: f64) -> Result<Self> {
+        Ok(MapPoint {
+            w: leaves(w)?,
+            lambda: outer_handles(lambda)?,
+            alpha,
+            applications: Cell::new(0),
+        })
+    }
+
+    /// The inner variables `w` (leaf copies).
+    pub(crate) fn w(&self) -> &[Tensor] {
+        &self.w
+    }
+
+    /// Checks that `v` has the layout of `w` and counts one second-derivative product.
+    pub(crate) fn count_application(&self, v: &TensorList) -> Result<()> {
+        check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
+        self.applications.set(self.applications.get() + 1);
+        Ok(())
+    }
+}
+
 /// The gradient-descent map `Φ(w, λ) = w − α∇_wG(w, λ)` linearised at `(w, λ)`.
 #[derive(Debug)]
 pub struct GradientDescentMap {
-    w: Vec<Tensor>,
-    lambda: Vec<Tensor>,
+    point: MapPoint,
     grad_w: Vec<Tensor>,
-    alpha: f64,
-    applications: Cell<usize>,
 }
 
 impl GradientDescentMap {
@@ -100,18 +131,11 @@ impl GradientDescentMap {
     where
         F: FnOnce(&[Tensor], &[Tensor]) -> Result<Tensor>,
     {
-        let w = leaves(w)?;
-        let lambda = outer_handles(lambda)?;
-        let g = inner(&w, &lambda)?;
+        let point = MapPoint::new(w, lambda, alpha)?;
+        let g = inner(&point.w, &point.lambda)?;
         check_scalar(&g, "the inner objective G")?;
-        let grad_w = gradients(&g, &w, true, true)?;
-        Ok(GradientDescentMap {
-            w,
-            lambda,
-            grad_w,
-            alpha,
-            applications: Cell::new(0),
-        })
+        let grad_w = gradients(&g, &point.w, true, true)?;
+        Ok(GradientDescentMap { point, grad_w })
     }
 
     /// A zero vector with the layout of `w`.
@@ -119,23 +143,25 @@ impl GradientDescentMap {
     /// # Errors
     /// If libtorch fails.
     pub fn zeros_w(&self) -> Result<TensorList> {
-        TensorList::zeros_like_tensors(&self.w)
+        TensorList::zeros_like_tensors(&self.point.w)
     }
 
     /// `∇_{wrt} ⟨∇_wG, v⟩`.
     fn second_derivative(&self, v: &TensorList, wrt: &[Tensor]) -> Result<Vec<Tensor>> {
-        check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
+        self.point.count_application(v)?;
         let mut s = Tensor::f_zeros(
             [],
             (
                 Kind::Double,
-                self.w.first().map_or(tch::Device::Cpu, |t| t.device()),
+                self.point
+                    .w
+                    .first()
+                    .map_or(tch::Device::Cpu, |t| t.device()),
             ),
         )?;
         for (g, vi) in self.grad_w.iter().zip(v.tensors()) {
             s = s.f_add(&g.f_mul(vi)?.f_sum(Kind::Double)?)?;
         }
-        self.applications.set(self.applications.get() + 1);
         if !s.requires_grad() {
             // ∇_wG does not depend on anything (G linear in w): the derivative is zero.
             return wrt.iter().map(|t| Ok(t.f_zeros_like()?)).collect();
@@ -145,20 +171,8 @@ impl GradientDescentMap {
 }
 
 impl LinearisedMap for GradientDescentMap {
-    fn w(&self) -> &[Tensor] {
-        &self.w
-    }
-
-    fn lambda(&self) -> &[Tensor] {
-        &self.lambda
-    }
-
-    fn alpha(&self) -> f64 {
-        self.alpha
-    }
-
-    fn applications(&self) -> usize {
-        self.applications.get()
+    fn point(&self) -> &MapPoint {
+        &self.point
     }
 
     /// Detached copy of the gradient built with the map (no extra pass).
@@ -167,11 +181,11 @@ impl LinearisedMap for GradientDescentMap {
     }
 
     fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>> {
-        self.second_derivative(v, &self.w)
+        self.second_derivative(v, &self.point.w)
     }
 
     fn mixed(&self, v: &TensorList) -> Result<Vec<Tensor>> {
-        self.second_derivative(v, &self.lambda)
+        self.second_derivative(v, &self.point.lambda)
     }
 }
 
@@ -185,14 +199,28 @@ impl LinearisedMap for GradientDescentMap {
 /// (∂_λΦ)ᵀv  = −α ∇²_λw G · v           (CrossOperator)
 /// ```
 pub trait LinearisedMap {
+    /// The point the map is linearised at.
+    fn point(&self) -> &MapPoint;
+
     /// The inner variables `w` (leaf copies).
-    fn w(&self) -> &[Tensor];
+    fn w(&self) -> &[Tensor] {
+        &self.point().w
+    }
+
     /// The outer variables `λ`.
-    fn lambda(&self) -> &[Tensor];
+    fn lambda(&self) -> &[Tensor] {
+        &self.point().lambda
+    }
+
     /// The step size α.
-    fn alpha(&self) -> f64;
+    fn alpha(&self) -> f64 {
+        self.point().alpha
+    }
+
     /// Operator applications (second-derivative products) so far, both kinds together.
-    fn applications(&self) -> usize;
+    fn applications(&self) -> usize {
+        self.point().applications.get()
+    }
 
     /// `∇_wG` at `(w, λ)`, detached.
     ///
@@ -200,13 +228,13 @@ pub trait LinearisedMap {
     /// If libtorch fails.
     fn inner_gradient(&self) -> Result<TensorList>;
 
-    /// `∇²_wwG v`, one application.
+    /// `∇²_wwG v`, one application (counted by [`MapPoint`]).
     ///
     /// # Errors
     /// [`Error::Mismatch`] for a `v` not of `w`'s layout; libtorch failures.
     fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>>;
 
-    /// `∇_λ⟨∇_wG, v⟩ = ∇²_λwG v`, one application.
+    /// `∇_λ⟨∇_wG, v⟩ = ∇²_λwG v`, one application (counted by [`MapPoint`]).
     ///
     /// # Errors
     /// [`Error::Mismatch`] for a `v` not of `w`'s layout; libtorch failures.

@@ -29,14 +29,12 @@
 //! the two maps, at small and at saturating perturbations). What it saves per I-BAU round is
 //! measured by `bench/ibau/run` (README).
 
-use std::cell::Cell;
-
 use tch::Tensor;
 
-use crate::autograd::{gradients, leaves, outer_handles, LinearisedMap};
+use crate::autograd::{gradients, LinearisedMap, MapPoint};
 use crate::error::Result;
 use crate::models::{Linearisation, Model};
-use crate::tensor_vec::{check_layout, TensorList};
+use crate::tensor_vec::TensorList;
 
 /// One perturbation's part of G: its logits (with autograd history to `w_j` and θ), their
 /// softmax `p` (detached, flushed), the cotangent `−(p − e)/(mB)` of G in the logits
@@ -78,15 +76,12 @@ fn softmax_hessian(p: &Tensor, t: &Tensor) -> Result<Tensor> {
 /// linearised at `(w, θ)`, with the operators `Jᵀ` and `(∂_θΦ)ᵀ` in closed form (module docs).
 #[derive(Debug)]
 pub struct PiecewiseLinearMap {
-    w: Vec<Tensor>,
-    lambda: Vec<Tensor>,
+    point: MapPoint,
     parts: Vec<Part>,
     /// `1/(mB)`: the weight of each sample's cross-entropy in G.
     weight: f64,
     /// `2·reg/m`: the curvature of the regulariser.
     reg_curvature: f64,
-    alpha: f64,
-    applications: Cell<usize>,
 }
 
 impl PiecewiseLinearMap {
@@ -115,12 +110,11 @@ impl PiecewiseLinearMap {
                 "the piecewise-linear map needs at least one perturbation and one sample".into(),
             ));
         }
-        let w = leaves(w)?;
-        let lambda = outer_handles(lambda)?;
+        let point = MapPoint::new(w, lambda, alpha)?;
         let m = w.len() as f64;
         let weight = 1.0 / (m * batch as f64);
         let mut parts = Vec::with_capacity(w.len());
-        for wj in &w {
+        for wj in point.w() {
             let Some((logits, lin)) = model.linearised_forward(&x.f_add(wj)?)? else {
                 return Ok(None);
             };
@@ -135,13 +129,10 @@ impl PiecewiseLinearMap {
             });
         }
         Ok(Some(PiecewiseLinearMap {
+            point,
+            parts,
             weight,
             reg_curvature: 2.0 * reg / m,
-            w,
-            lambda,
-            parts,
-            alpha,
-            applications: Cell::new(0),
         }))
     }
 
@@ -150,26 +141,14 @@ impl PiecewiseLinearMap {
     fn pull_back(&self, j: usize, u: &Tensor, r: &Tensor) -> Result<Tensor> {
         let part = &self.parts[j];
         let s = part.logits.f_mul(u)?.f_sum(part.logits.kind())?;
-        let g = gradients(&s, std::slice::from_ref(&self.w[j]), true, false)?;
+        let g = gradients(&s, std::slice::from_ref(&self.w()[j]), true, false)?;
         Ok(g[0].f_add(&r.f_mul_scalar(self.reg_curvature)?)?)
     }
 }
 
 impl LinearisedMap for PiecewiseLinearMap {
-    fn w(&self) -> &[Tensor] {
-        &self.w
-    }
-
-    fn lambda(&self) -> &[Tensor] {
-        &self.lambda
-    }
-
-    fn alpha(&self) -> f64 {
-        self.alpha
-    }
-
-    fn applications(&self) -> usize {
-        self.applications.get()
+    fn point(&self) -> &MapPoint {
+        &self.point
     }
 
     /// One backward pass per perturbation, from the logits with the cotangent `−(p − e)/(mB)`.
@@ -177,7 +156,7 @@ impl LinearisedMap for PiecewiseLinearMap {
         let grads = (0..self.parts.len())
             .map(|j| {
                 let residual = &self.parts[j].residual;
-                self.pull_back(j, residual, &self.w[j])?
+                self.pull_back(j, residual, &self.w()[j])?
                     .f_detach()
                     .map_err(Into::into)
             })
@@ -188,8 +167,7 @@ impl LinearisedMap for PiecewiseLinearMap {
     /// The tangent `J v` without autograd, then one backward pass to `w` from the logits with
     /// the cotangent `−H(p) J v/(mB)`.
     fn hessian_vector(&self, v: &TensorList) -> Result<Vec<Tensor>> {
-        check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
-        self.applications.set(self.applications.get() + 1);
+        self.point.count_application(v)?;
         self.parts
             .iter()
             .zip(v.tensors())
@@ -210,8 +188,7 @@ impl LinearisedMap for PiecewiseLinearMap {
     /// −H(p) T/(mB)` for the logits (the softmax Jacobian is `H(p)`) and `r = −(p − e)/(mB)`
     /// for the tangent (both flushed, [`FLUSH_BELOW`]).
     fn mixed(&self, v: &TensorList) -> Result<Vec<Tensor>> {
-        check_layout(&self.w, v.tensors(), "vector v vs inner variables w")?;
-        self.applications.set(self.applications.get() + 1);
+        self.point.count_application(v)?;
         let mut s: Option<Tensor> = None;
         for (part, vj) in self.parts.iter().zip(v.tensors()) {
             let t = part.lin.tangent(vj)?;
@@ -229,6 +206,6 @@ impl LinearisedMap for PiecewiseLinearMap {
             });
         }
         let s = s.expect("checked: at least one perturbation");
-        gradients(&s, &self.lambda, true, false)
+        gradients(&s, self.lambda(), true, false)
     }
 }
