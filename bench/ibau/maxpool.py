@@ -44,13 +44,21 @@ def pool_channels_last(x):
     return F.max_pool2d(channels_last(x), 2).contiguous()
 
 
-def pool_gathered(x):
+def pool_gathered_with_indices(x):
+    """2×2 max-pooling as plugin/src/models.rs does it on the CPU (values, indices): the indices
+    from libtorch's channels-last kernel on a copy without autograd history, and with autograd
+    history the values gathered from the NCHW input at them (so the backward pass stays NCHW).
+    Also used by torch_ibau.py --fast-pool."""
     with torch.no_grad():
         v, i = F.max_pool2d(channels_last(x.detach()), 2, return_indices=True)
         v, i = v.contiguous(), i.contiguous()
     if x.requires_grad:
-        return x.flatten(2).gather(2, i.flatten(2)).view(i.shape)
-    return v
+        v = x.flatten(2).gather(2, i.flatten(2)).view(i.shape)
+    return v, i
+
+
+def pool_gathered(x):
+    return pool_gathered_with_indices(x)[0]
 
 
 def main():

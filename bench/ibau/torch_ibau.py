@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from maxpool import pool_gathered_with_indices
+
 
 class Cnn(nn.Module):
     """conv(1→16)-relu-pool, conv(16→32)-relu-pool, fc(1568→128)-relu, fc(128→10)."""
@@ -44,19 +46,11 @@ class Cnn(nn.Module):
     fast_pool = False
 
     def pool(self, x):
-        """2×2 max-pooling (values, indices). With fast_pool, as plugin/src/models.rs does: the
-        window maxima by libtorch's channels-last kernel on a copy without autograd history
-        (its NCHW kernel is much slower here), and with autograd history the values gathered
-        from the NCHW input at those indices (so the backward pass stays NCHW)."""
+        """2×2 max-pooling (values, indices). With fast_pool, as plugin/src/models.rs does
+        (maxpool.pool_gathered_with_indices: libtorch's NCHW kernel is much slower here)."""
         if not self.fast_pool:
             return F.max_pool2d(x, 2, return_indices=True)
-        with torch.no_grad():
-            v, i = F.max_pool2d(x.detach().contiguous(memory_format=torch.channels_last), 2,
-                                return_indices=True)
-            v, i = v.contiguous(), i.contiguous()
-        if x.requires_grad:
-            v = x.flatten(2).gather(2, i.flatten(2)).view(i.shape)
-        return v, i
+        return pool_gathered_with_indices(x)
 
     def pool_values(self, x):
         """The pooled values: the spec's plain F.max_pool2d unless fast_pool."""
