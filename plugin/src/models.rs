@@ -58,11 +58,10 @@ impl std::fmt::Debug for Model {
 /// 9.5–13.0 ms on `[100, 16, 28, 28]` (medians of 40 runs), and the CNN's forward and backward
 /// pass 23.8–25.3 ms against 32.5–32.9 ms (31.0–34.8 ms pooling a channels-last copy with
 /// autograd history, whose gradients are then channels-last; fastest of 30 alternating runs;
-/// two runs of `bench/ibau/maxpool.py`, 2026-12-07). The values, the
-/// indices and the gradients are identical either way: a maximum has no rounding, the 2×2
-/// windows do not overlap (each input entry receives at most one gradient entry), and the
-/// kernels pick the same index (tests below). Other devices keep their own kernel (not
-/// measured there).
+/// two runs of `bench/ibau/maxpool.py`, 2026-12-07). The values, the indices and the gradients
+/// are identical either way: a maximum has no rounding, the 2×2 windows do not overlap (each
+/// input entry receives at most one gradient entry), and the kernels pick the same index (tests
+/// below). Other devices keep their own kernel (not measured there).
 ///
 /// Infallible like the `nn::seq_t` layers it sits between (tch's infallible methods panic on a
 /// libtorch error; this one does so with the error's message).

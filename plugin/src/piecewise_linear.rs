@@ -25,9 +25,9 @@
 //! backward pass through the tangent and the logits — where double backward
 //! ([`crate::autograd::GradientDescentMap`]) differentiates the whole first-order backward
 //! graph each time. The values are the same up to rounding and up to the cotangent entries
-//! below [`FLUSH_BELOW`] (absolute) that are dropped (`plugin/tests/backend/piecewise_linear.rs` compares
-//! the two maps, at small and at saturating perturbations). What it saves per I-BAU round is
-//! measured by `bench/ibau/run` (README).
+//! below [`FLUSH_BELOW`] (absolute) that are dropped (`plugin/tests/backend/piecewise_linear.rs`
+//! compares the two maps, at small and at saturating perturbations). What it saves per I-BAU
+//! round is measured by `bench/ibau/run` (README).
 
 use tch::Tensor;
 
