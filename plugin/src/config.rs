@@ -282,11 +282,19 @@ mod tests {
             c.clip_grad_norm = clip;
             assert!(c.validate().is_err(), "{distill} {clip:?}");
         }
-        // Small clean sets distil and clip; large ones keep the plain loss.
+        // Small clean sets distil and clip; large ones keep the plain loss and recalibrate the
+        // output bias.
         let small = UnlearnConfig::tuned(100);
-        assert_eq!((small.distill, small.clip_grad_norm), (0.6, Some(5.0)));
+        assert_eq!(
+            (small.distill, small.clip_grad_norm, small.recalibrate_bias),
+            (0.6, Some(5.0), false)
+        );
         let large = UnlearnConfig::tuned(5000);
-        assert_eq!((large.distill, large.clip_grad_norm), (0.0, None));
+        assert_eq!(
+            (large.distill, large.clip_grad_norm, large.recalibrate_bias),
+            (0.0, None, true)
+        );
+        assert!(!UnlearnConfig::paper().recalibrate_bias);
         let mut c = UnlearnConfig::tuned(100);
         c.optimizer = crate::ibau::OuterOptimizer::Sgd { momentum: 1.0 };
         assert!(c.validate().is_err());

@@ -41,6 +41,16 @@ pub enum Error {
     /// CUDA was asked for and is not available.
     #[error("device {0:?} is not available")]
     DeviceUnavailable(Device),
+    /// An iteration of the plugin's own (not the core's) ended without meeting its tolerance.
+    #[error("{what}: not converged after {iterations} iterations (residual {residual:e})")]
+    NotConverged {
+        /// Which iteration.
+        what: &'static str,
+        /// Iterations taken.
+        iterations: usize,
+        /// The residual it ended at.
+        residual: f64,
+    },
     /// Malformed outside input (a data file, a config).
     #[error("parse error: {0}")]
     Parse(String),

@@ -22,6 +22,7 @@ pub mod model_io;
 pub mod models;
 pub mod piecewise_linear;
 pub mod plots;
+pub mod recalibrate;
 pub mod tensor_vec;
 pub mod train;
 

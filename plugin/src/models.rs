@@ -255,6 +255,22 @@ impl Model {
         named.into_iter().map(|(_, t)| t).collect()
     }
 
+    /// The bias of the last layer (`C` entries, one per class), a handle on the variable.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if the variable store has no such bias (cannot happen for a
+    /// model built by [`Model::new`]).
+    pub fn output_bias(&self) -> Result<Tensor> {
+        let name = match self.arch {
+            Arch::Cnn => "fc2.bias",
+            Arch::Vgg => "fc.bias",
+        };
+        self.vs
+            .variables()
+            .remove(name)
+            .ok_or_else(|| crate::Error::Config(format!("the {:?} has no {name}", self.arch)))
+    }
+
     /// Loads parameters (and BatchNorm statistics) from a safetensors file.
     ///
     /// # Errors

@@ -542,6 +542,8 @@ fn finish_tracker(
         ("hvps", out.summary.hvps as f64),
     ];
     let fp = out.summary.fixed_point_residual_stats();
+    // ACC/ASR just before the output bias was recalibrated, when it was.
+    let unrecalibrated = out.summary.recalibration.as_ref().and_then(|(_, m)| *m);
     let metrics: Vec<(&str, f64)> = metrics
         .into_iter()
         .chain(fp.map(|(median, _)| ("fixed_point_residual_median", median)))
@@ -550,6 +552,11 @@ fn finish_tracker(
             out.summary
                 .implicit_ratio_stats()
                 .map(|(median, _)| ("implicit_ratio_median", median)),
+        )
+        .chain(
+            unrecalibrated
+                .iter()
+                .flat_map(|m| [("acc_unrecalibrated", m.acc), ("asr_unrecalibrated", m.asr)]),
         )
         .collect();
     track(
@@ -650,7 +657,9 @@ fn run_unlearning(
     };
     let start = Instant::now();
     let split = evaluation_split(cli, d, c.clean_size)?;
-    let eval = if verbose || obs.tracker.is_some() {
+    // With recalibration, the last round's metrics are those before it (reported next to the
+    // final ones).
+    let eval = if verbose || obs.tracker.is_some() || u.recalibrate_bias {
         Some((&split, attack))
     } else {
         None
@@ -778,6 +787,19 @@ fn run(cli: &Cli) -> Result<()> {
                      median {median:.2e}, max {max:.2e}",
                     r.summary.implicit_ratios.len()
                 );
+            }
+            if let Some((fit, m)) = &r.summary.recalibration {
+                let offsets: Vec<String> = fit.offsets.iter().map(|b| format!("{b:+.2}")).collect();
+                print!(
+                    "output bias recalibrated on the clean set: offsets [{}], clean loss {:.4} → {:.4}",
+                    offsets.join(", "),
+                    fit.loss_before,
+                    fit.loss_after
+                );
+                match m {
+                    Some(m) => println!("; before it ACC {}, ASR {}", pct(m.acc), pct(m.asr)),
+                    None => println!(),
+                }
             }
         }
         Command::Demo { o } => demo(cli, o, device)?,
@@ -1079,6 +1101,11 @@ fn sweep(
                                     .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
                                 "implicit_ratio": r.summary.implicit_ratio_stats()
                                     .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
+                                "recalibration": r.summary.recalibration.as_ref().map(|(fit, m)| serde_json::json!({
+                                    "offsets": fit.offsets,
+                                    "acc_unrecalibrated": m.map(|m| m.acc),
+                                    "asr_unrecalibrated": m.map(|m| m.asr),
+                                })),
                             });
                             // The last round's search outcome (ClassSearch only): the best
                             // candidate, and the others it kept.
