@@ -183,6 +183,7 @@ impl ExperimentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ibau::Recalibration;
 
     #[test]
     fn partial_files_use_defaults_and_unknown_keys_are_errors() {
@@ -286,15 +287,15 @@ mod tests {
         // output bias.
         let small = UnlearnConfig::tuned(100);
         assert_eq!(
-            (small.distill, small.clip_grad_norm, small.recalibrate_bias),
-            (0.6, Some(5.0), false)
+            (small.distill, small.clip_grad_norm, small.recalibrate),
+            (0.6, Some(5.0), Recalibration::Off)
         );
         let large = UnlearnConfig::tuned(5000);
         assert_eq!(
-            (large.distill, large.clip_grad_norm, large.recalibrate_bias),
-            (0.0, None, true)
+            (large.distill, large.clip_grad_norm, large.recalibrate),
+            (0.0, None, Recalibration::CleanAndPerturbed)
         );
-        assert!(!UnlearnConfig::paper().recalibrate_bias);
+        assert_eq!(UnlearnConfig::paper().recalibrate, Recalibration::Off);
         let mut c = UnlearnConfig::tuned(100);
         c.optimizer = crate::ibau::OuterOptimizer::Sgd { momentum: 1.0 };
         assert!(c.validate().is_err());

@@ -170,6 +170,22 @@ pub enum SecondOrder {
     PiecewiseLinear,
 }
 
+/// Whether and on what [`UnlearnConfig::recalibrate`] refits the output layer's biases after
+/// the last round ([`crate::recalibrate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recalibration {
+    /// No refit.
+    #[default]
+    Off,
+    /// On the clean set alone (kept more accuracy in the trial of [`recalibration_set`], but
+    /// revealed more of an all-to-all backdoor).
+    Clean,
+    /// On the clean set and, for I-BAU, a copy of it perturbed by the last round's δ
+    /// ([`recalibration_set`]); on the clean set alone for fine-tuning (δ = 0).
+    CleanAndPerturbed,
+}
+
 /// The outer optimizer on θ.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -269,12 +285,12 @@ pub struct UnlearnConfig {
     /// below 10⁻³⁰).
     #[serde(default)]
     pub second_order: SecondOrder,
-    /// After the last round, refit the output layer's biases by maximum likelihood on the
-    /// clean set ([`crate::recalibrate`]): unlearning shifts the class priors between classes
-    /// the model confuses, and constant logit offsets undo that without touching anything
-    /// that depends on the input (default `false`; both methods).
+    /// After the last round, refit the output layer's biases by maximum likelihood
+    /// ([`crate::recalibrate`]): unlearning shifts the class priors between classes the model
+    /// confuses, and constant logit offsets undo that without adding anything that depends on
+    /// the input (default [`Recalibration::Off`]; both methods).
     #[serde(default)]
-    pub recalibrate_bias: bool,
+    pub recalibrate: Recalibration,
 }
 
 fn yes() -> bool {
@@ -314,7 +330,7 @@ impl UnlearnConfig {
             track_step_fraction: default_track_fraction(),
             implicit_term: true,
             second_order: SecondOrder::Auto,
-            recalibrate_bias: false,
+            recalibrate: Recalibration::Off,
         }
     }
 
@@ -358,7 +374,11 @@ impl UnlearnConfig {
             clamp: true,
             distill: if clean_size >= 1000 { 0.0 } else { 0.6 },
             clip_grad_norm: (clean_size < 1000).then_some(5.0),
-            recalibrate_bias: clean_size >= 1000,
+            recalibrate: if clean_size >= 1000 {
+                Recalibration::CleanAndPerturbed
+            } else {
+                Recalibration::Off
+            },
             ..Self::paper()
         }
     }
@@ -628,7 +648,7 @@ pub struct Summary {
     pub fixed_point_residuals: Vec<f64>,
     /// [`StepReport::implicit_ratio`] of every step whose solve succeeded, in order.
     pub implicit_ratios: Vec<f64>,
-    /// The offsets [`UnlearnConfig::recalibrate_bias`] added to the output bias, with ACC/ASR
+    /// The offsets [`UnlearnConfig::recalibrate`] added to the output bias, with ACC/ASR
     /// just before it when an evaluation set was given.
     pub recalibration: Option<(OffsetFit, Option<Metrics>)>,
 }
@@ -697,7 +717,7 @@ fn perturb(x: &Tensor, delta: &Tensor, clamp: bool) -> Result<Tensor> {
     Ok(if clamp { z.f_clamp(0.0, 1.0)? } else { z })
 }
 
-/// What [`UnlearnConfig::recalibrate_bias`] fits the offsets on: the clean set, and with
+/// What [`Recalibration::CleanAndPerturbed`] fits the offsets on: the clean set, and with
 /// `deltas` (I-BAU's last round) a copy of it perturbed, sample `i` by `deltas[i mod k]` — half
 /// clean, half perturbed, each perturbed sample taking the candidates in turn, as in the outer
 /// loss. Offsets that undid the unlearning of a searched direction would raise the perturbed
@@ -1399,8 +1419,9 @@ pub fn unlearn(
             summary.searches.push(report.search);
         }
     }
-    if cfg.recalibrate_bias {
-        let deltas = if cfg.method == Method::Ibau {
+    if cfg.recalibrate != Recalibration::Off {
+        let perturbed = cfg.recalibrate == Recalibration::CleanAndPerturbed;
+        let deltas = if cfg.method == Method::Ibau && perturbed {
             &last_deltas[..]
         } else {
             &[]
@@ -1586,7 +1607,7 @@ mod tests {
         assert_eq!(plain.images.size(), [5, 1, 28, 28]);
     }
 
-    /// After a run with `recalibrate_bias` the model's logits on the clean set meet the offsets'
+    /// After a run with `recalibrate` the model's logits on the clean set meet the offsets'
     /// first-order condition, mean softmax = class frequencies − λ·b (fine-tuning: no δ, so the
     /// offsets are fitted on the clean set alone); without it there is no recalibration.
     #[test]
@@ -1605,7 +1626,7 @@ mod tests {
         };
         let plain = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
         assert!(plain.recalibration.is_none());
-        cfg.recalibrate_bias = true;
+        cfg.recalibrate = Recalibration::CleanAndPerturbed;
         let summary = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
         let (fit, metrics) = summary.recalibration.expect("a recalibration");
         assert!(metrics.is_none(), "no evaluation set was given");

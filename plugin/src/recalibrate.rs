@@ -13,7 +13,8 @@
 //! that was hiding what is left of a backdoor. On the Fashion-MNIST all-to-all seed-0 model
 //! (4 000 samples, held-out pool) unlearning had lowered class 8's logit, and offsets fitted on
 //! the clean set alone raised ASR from 1.9 to 6.1 %. So the I-BAU loop fits them on the clean
-//! set together with a copy perturbed by the round's δ (`UnlearnConfig::recalibrate_bias`):
+//! set together with a copy perturbed by the round's δ
+//! ([`crate::ibau::Recalibration::CleanAndPerturbed`]):
 //! there ASR went to 4.0 %.
 //!
 //! Bias correction on held-out data is an established remedy for class-prior drift after

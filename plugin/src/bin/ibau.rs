@@ -659,7 +659,8 @@ fn run_unlearning(
     let split = evaluation_split(cli, d, c.clean_size)?;
     // With recalibration, the last round's metrics are those before it (reported next to the
     // final ones).
-    let eval = if verbose || obs.tracker.is_some() || u.recalibrate_bias {
+    let eval = if verbose || obs.tracker.is_some() || u.recalibrate != ibau_loop::Recalibration::Off
+    {
         Some((&split, attack))
     } else {
         None
