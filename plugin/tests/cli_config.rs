@@ -174,3 +174,40 @@ fn a_sweep_runs_only_the_method_asked_for_and_refuses_the_options_its_lists_repl
     let after = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap();
     assert_eq!(after, text);
 }
+
+/// The configs the README's commands use parse, validate, and recalibrate as their comments say.
+#[test]
+fn the_committed_bench_configs_parse() {
+    use ibau_plugin::config::ExperimentConfig;
+    use ibau_plugin::ibau::Recalibration;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/ibau/configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("bench/ibau/configs") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = ExperimentConfig::from_toml(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let u = c.unlearn_config();
+        u.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let want = match name {
+            "tuned-4000.toml" => Some(Recalibration::CleanAndPerturbed),
+            "tuned-4000-no-recalibration.toml"
+            | "finer-radii-4000.toml"
+            | "fine-tune-4000.toml" => Some(Recalibration::Off),
+            "recalibrate-clean-4000.toml" | "recalibrate-clean-100.toml" => {
+                Some(Recalibration::Clean)
+            }
+            _ => None,
+        };
+        if let Some(want) = want {
+            assert_eq!(u.recalibrate, want, "{name}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 6, "{seen} configs in {}", dir.display());
+}
