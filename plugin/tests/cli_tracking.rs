@@ -40,15 +40,26 @@ fn unlearn_run_is_tracked_with_step_metrics_plots_and_model() {
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     // 300 clean images, batch 100 (paper preset): 3 steps per round, 2 rounds, ACC/ASR every
-    // 2 steps.
+    // 2 steps; the output bias recalibrated at the end.
+    std::fs::write(
+        work.join("run.toml"),
+        "preset = \"paper\"\nclean_size = 300\n[unlearn]\nrounds = 2\nrecalibrate = \"clean-and-perturbed\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ibau"))
         .current_dir(&work)
         .env("MLFLOW_TRACKING_URI", srv.url())
-        .args(["--eval-every", "2", "unlearn", "--model"])
+        .args([
+            "--eval-every",
+            "2",
+            "--config",
+            "run.toml",
+            "unlearn",
+            "--model",
+        ])
         .arg(&model_path)
         .arg("--out")
         .arg(work.join("clean.safetensors"))
-        .args(["--clean-size", "300", "--rounds", "2", "--preset", "paper"])
         .output()
         .expect("run ibau");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -84,6 +95,10 @@ fn unlearn_run_is_tracked_with_step_metrics_plots_and_model() {
         run.data.params
     );
     assert_eq!(param("unlearn.rounds").as_deref(), Some("2"));
+    assert_eq!(
+        param("unlearn.recalibrate").as_deref(),
+        Some("clean-and-perturbed")
+    );
     assert!(param("attack.trigger").is_some());
 
     let id = &run.info.run_id;
@@ -107,9 +122,26 @@ fn unlearn_run_is_tracked_with_step_metrics_plots_and_model() {
     for m in client.get_metric_history(id, "asr_step").unwrap() {
         assert!((0.0..=1.0).contains(&m.value), "{m:?}");
     }
-    for k in ["acc_before", "asr_before", "acc_after", "asr_after", "hvps"] {
+    for k in [
+        "acc_before",
+        "asr_before",
+        "acc_after",
+        "asr_after",
+        "hvps",
+        "acc_unrecalibrated",
+        "asr_unrecalibrated",
+    ] {
         assert_eq!(steps(k).len(), 1, "{k}");
     }
+
+    // The metrics before the recalibration are the last round's.
+    let last = |key: &str| {
+        let h = client.get_metric_history(id, key).unwrap();
+        h.iter().max_by_key(|m| m.step).map(|m| m.value)
+    };
+    assert_eq!(last("acc_unrecalibrated"), last("acc"));
+    assert_eq!(last("asr_unrecalibrated"), last("asr"));
+    assert!(stdout.contains("output bias recalibrated"), "{stdout}");
 
     let files: Vec<String> = client
         .list_artifacts_recursive(id)
