@@ -676,6 +676,24 @@ fn run_unlearning(
     })
 }
 
+/// The recalibration's offsets and the metrics just before it, when the run recalibrated.
+fn print_recalibration(summary: &ibau_loop::Summary, indent: &str) {
+    let Some((fit, m)) = &summary.recalibration else {
+        return;
+    };
+    let offsets: Vec<String> = fit.offsets.iter().map(|b| format!("{b:+.2}")).collect();
+    print!(
+        "{indent}output bias recalibrated: offsets [{}], loss {:.4} → {:.4}",
+        offsets.join(", "),
+        fit.loss_before,
+        fit.loss_after
+    );
+    match m {
+        Some(m) => println!("; before it ACC {}, ASR {}", pct(m.acc), pct(m.asr)),
+        None => println!(),
+    }
+}
+
 fn pct(x: f64) -> String {
     format!("{:6.2} %", 100.0 * x)
 }
@@ -789,19 +807,7 @@ fn run(cli: &Cli) -> Result<()> {
                     r.summary.implicit_ratios.len()
                 );
             }
-            if let Some((fit, m)) = &r.summary.recalibration {
-                let offsets: Vec<String> = fit.offsets.iter().map(|b| format!("{b:+.2}")).collect();
-                print!(
-                    "output bias recalibrated on the clean set: offsets [{}], clean loss {:.4} → {:.4}",
-                    offsets.join(", "),
-                    fit.loss_before,
-                    fit.loss_after
-                );
-                match m {
-                    Some(m) => println!("; before it ACC {}, ASR {}", pct(m.acc), pct(m.asr)),
-                    None => println!(),
-                }
-            }
+            print_recalibration(&r.summary, "");
         }
         Command::Demo { o } => demo(cli, o, device)?,
         Command::Runs { max } => runs(*max)?,
@@ -945,6 +951,7 @@ fn demo(cli: &Cli, o: &Overrides, device: Device) -> Result<()> {
         };
         let mut tracker = start_tracker(cli, &format!("demo {name}"), &cm, &attack);
         let r = run_unlearning(cli, &cm, &m, &d, &attack, false, tracker.as_mut())?;
+        print_recalibration(&r.summary, "  ");
         if let Some(t) = tracker {
             finish_tracker(t, before, &r, &cm, &m, &attack, RunStatus::Finished);
             tracked = true;
