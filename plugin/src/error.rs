@@ -42,7 +42,7 @@ pub enum Error {
     #[error("device {0:?} is not available")]
     DeviceUnavailable(Device),
     /// An iteration of the plugin's own (not the core's) ended without meeting its tolerance.
-    #[error("{what}: not converged after {iterations} iterations (residual {residual:e})")]
+    #[error("{what}: not converged after {iterations} iterations (residual {residual:e}, tolerance {tolerance:e})")]
     NotConverged {
         /// Which iteration.
         what: &'static str,
@@ -50,6 +50,16 @@ pub enum Error {
         iterations: usize,
         /// The residual it ended at.
         residual: f64,
+        /// The tolerance it did not reach.
+        tolerance: f64,
+    },
+    /// Values that must be finite are not.
+    #[error("{what}: {count} non-finite values")]
+    NonFinite {
+        /// Which values.
+        what: &'static str,
+        /// How many are NaN or infinite.
+        count: i64,
     },
     /// Malformed outside input (a data file, a config).
     #[error("parse error: {0}")]

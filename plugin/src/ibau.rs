@@ -184,8 +184,9 @@ pub enum Recalibration {
     /// but raised all-to-all's ASR from 1.9 to 6.1 % (4.0 % with the perturbed half).
     Clean,
     /// On the clean set and, for I-BAU, a copy of it perturbed by the last round's δ, sample
-    /// `i` by the `(i mod k)`-th of its `k` candidates — half clean, half perturbed, as in the
-    /// outer loss: offsets that undid the unlearning of a searched direction raise the
+    /// `i` by the `(i mod k)`-th of its `k` candidates, as the outer loss shares them — half
+    /// clean and half perturbed whatever `perturb_fraction` is (the tuned preset perturbs half
+    /// of each batch): offsets that undid the unlearning of a searched direction raise the
     /// perturbed half's loss. Fine-tuning (δ = 0): the clean set alone.
     CleanAndPerturbed,
 }
@@ -344,7 +345,10 @@ impl UnlearnConfig {
     /// label-shift candidates), perturbed images
     /// clipped to [0, 1], half of each batch perturbed; SGD with momentum 0.9 and lr 0.01 as the
     /// outer optimizer; B = 100 and one pass for ≥ 1000 samples (50 steps on 5000), else
-    /// B = clean_size/5 (10–100) and enough passes for 100 outer steps; warm-started solves.
+    /// B = clean_size/5 (10–100) and enough passes for 100 outer steps; warm-started solves;
+    /// below 1 000 samples a self-distilled outer loss with gradient clipping, from 1 000 the
+    /// output bias recalibrated on the clean set and its perturbed copy after the round
+    /// ([`Recalibration::CleanAndPerturbed`]; it cost accuracy at 100 samples, README).
     pub fn tuned(clean_size: usize) -> Self {
         let batch_size = if clean_size >= 1000 {
             100
@@ -652,9 +656,21 @@ pub struct Summary {
     pub fixed_point_residuals: Vec<f64>,
     /// [`StepReport::implicit_ratio`] of every step whose solve succeeded, in order.
     pub implicit_ratios: Vec<f64>,
-    /// The offsets [`UnlearnConfig::recalibrate`] added to the output bias, with ACC/ASR
-    /// just before it when an evaluation set was given.
-    pub recalibration: Option<(OffsetFit, Option<Metrics>)>,
+    /// What [`UnlearnConfig::recalibrate`] did, when it ran and succeeded.
+    pub recalibration: Option<RecalibrationReport>,
+    /// Why [`UnlearnConfig::recalibrate`] was skipped, when its fit failed (non-finite logits
+    /// of a diverged model, or no convergence): the model keeps its bias and the run its result.
+    pub recalibration_failure: Option<String>,
+}
+
+/// What [`UnlearnConfig::recalibrate`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecalibrationReport {
+    /// The fitted offsets, now added to the output bias.
+    pub fit: OffsetFit,
+    /// ACC/ASR just before the offsets were added (the last round's), when an evaluation set
+    /// was given.
+    pub before: Option<Metrics>,
 }
 
 impl Summary {
@@ -1427,8 +1443,19 @@ pub fn unlearn(
             &[]
         };
         let set = recalibration_set(clean, deltas, cfg.clamp)?;
-        let fit = recalibrate_output_bias(model, &set.images, &set.labels)?;
-        summary.recalibration = Some((fit, last_metrics));
+        match recalibrate_output_bias(model, &set.images, &set.labels) {
+            Ok(fit) => {
+                summary.recalibration = Some(RecalibrationReport {
+                    fit,
+                    before: last_metrics,
+                })
+            }
+            // The model is left as the rounds made it; the run's result stands.
+            Err(e @ (Error::NonFinite { .. } | Error::NotConverged { .. })) => {
+                summary.recalibration_failure = Some(e.to_string())
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(summary)
 }
@@ -1628,8 +1655,9 @@ mod tests {
         assert!(plain.recalibration.is_none());
         cfg.recalibrate = Recalibration::CleanAndPerturbed;
         let summary = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
-        let (fit, metrics) = summary.recalibration.expect("a recalibration");
-        assert!(metrics.is_none(), "no evaluation set was given");
+        let RecalibrationReport { fit, before } = summary.recalibration.expect("a recalibration");
+        assert!(before.is_none(), "no evaluation set was given");
+        assert_eq!(fit.samples, 30, "fine-tuning fits on the clean set alone");
         assert!(fit.loss_after <= fit.loss_before);
         let p = model
             .forward_t(&clean.images, false)
@@ -1657,6 +1685,38 @@ mod tests {
             "{:?}",
             fit.offsets
         );
+    }
+
+    /// I-BAU fits the offsets on the clean set and its perturbed copy, or on the clean set alone
+    /// with [`Recalibration::Clean`].
+    #[test]
+    fn ibau_recalibrates_on_the_perturbed_copy_too() {
+        tch::manual_seed(13);
+        let model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
+        let clean = Split {
+            images: Tensor::rand([12, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            labels: Tensor::arange(12, (Kind::Int64, Device::Cpu)).remainder(10),
+        };
+        let mut cfg = UnlearnConfig {
+            batch_size: 6,
+            epochs_per_round: 1,
+            inner: InnerSearch::ClassSearch(ClassSearch {
+                radii: vec![1.0],
+                steps: 2,
+                step_fraction: 0.25,
+                flip_threshold: 0.0,
+                samples: 12,
+                shifts: false,
+                max_candidates: 2,
+            }),
+            recalibrate: Recalibration::CleanAndPerturbed,
+            ..UnlearnConfig::tuned(100)
+        };
+        let both = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
+        assert_eq!(both.recalibration.expect("recalibrated").fit.samples, 24);
+        cfg.recalibrate = Recalibration::Clean;
+        let alone = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
+        assert_eq!(alone.recalibration.expect("recalibrated").fit.samples, 12);
     }
 
     /// A copy of `init` after a `paper`-like run of two steps on `clean` with `second`. Every

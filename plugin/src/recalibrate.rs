@@ -17,9 +17,12 @@
 //! ([`crate::ibau::Recalibration::CleanAndPerturbed`]):
 //! there ASR went to 4.0 %.
 //!
-//! Bias correction on held-out data is an established remedy for class-prior drift after
-//! training on a shifted distribution (Wu et al., *Large Scale Incremental Learning*, CVPR 2019,
-//! fits a per-class scale and offset on a small balanced set).
+//! Re-estimating a classifier's class priors by maximum likelihood on data from the shifted
+//! distribution is the classical remedy for prior shift (Saerens, Latinne & Decaestecker,
+//! *Adjusting the Outputs of a Classifier to New a Priori Probabilities*, Neural Computation
+//! 2002); per-class logit offsets fitted by maximum likelihood on held-out data are the "bias"
+//! part of bias-corrected calibration (Alexandari, Kundaje & Shrikumar, *Maximum Likelihood with
+//! Bias-Corrected Calibration is Hard-To-Beat at Label Shift Adaptation*, ICML 2020).
 
 use tch::{Device, Kind, Tensor};
 
@@ -31,6 +34,12 @@ use crate::train::map_logits;
 /// class is missing from the clean set (its offset would otherwise go to −∞) and is negligible
 /// against the likelihood otherwise (an offset of 1 costs 5·10⁻⁴ nats per sample).
 pub const RIDGE: f64 = 1e-3;
+
+/// The iteration stops when `‖∇‖∞` is at most this.
+pub const GRADIENT_TOLERANCE: f64 = 1e-10;
+
+/// Newton iterations at most.
+pub const MAX_ITERATIONS: usize = 100;
 
 /// What [`fit_logit_offsets`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,21 +54,27 @@ pub struct OffsetFit {
     pub iterations: usize,
     /// ‖∇‖∞ of the objective at the returned `b`.
     pub gradient_norm: f64,
+    /// Samples the offsets were fitted on.
+    pub samples: usize,
 }
 
 /// The logit offsets `b` minimising `(1/n) Σᵢ CE(zᵢ + b, yᵢ) + (λ/2)‖b‖²` for logits `z`
 /// (`[n, C]`) and labels `y` (`[n]`, in `0..C`), with λ = [`RIDGE`], by damped Newton.
 ///
 /// The objective is strictly convex (the cross-entropy is convex in `b`, the ridge term
-/// strongly convex), so Newton's method with a backtracking line search converges to its unique
-/// minimiser; it stops when `‖∇‖∞ ≤ 10⁻¹⁰` or after 100 iterations. At the minimiser the mean
+/// strongly convex), so Newton's method with a backtracking (Armijo) line search converges to
+/// its unique minimiser, quadratically near it (Boyd & Vandenberghe, *Convex Optimization*,
+/// §9.5). It stops when `‖∇‖∞ ≤` [`GRADIENT_TOLERANCE`], or when the Newton decrement `∇ᵀH⁻¹∇`
+/// is below the rounding of the objective (`10⁻¹⁵·max(1, objective)`): then the full Newton
+/// step is taken and the iteration ends, since a line search cannot tell a decrease from
+/// rounding there. No step that raises the objective is taken. At the minimiser the mean
 /// predicted probability of each class equals that class's frequency up to the ridge term:
 /// `(1/n) Σᵢ softmax(zᵢ + b)_c = n_c/n − λ b_c`.
 ///
 /// # Errors
-/// [`Error::Config`] for an empty or mis-shaped input, a label out of range, or non-finite
-/// logits; [`Error::NotConverged`] if the iteration ends without reaching the tolerance; libtorch
-/// errors.
+/// [`Error::Config`] for an empty or mis-shaped input or a label out of range;
+/// [`Error::NonFinite`] for non-finite logits; [`Error::NotConverged`] after
+/// [`MAX_ITERATIONS`] or a line search that finds no decrease; libtorch errors.
 pub fn fit_logit_offsets(logits: &Tensor, labels: &Tensor) -> Result<OffsetFit> {
     let z = logits.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
     let y = labels.f_to_kind(Kind::Int64)?.f_to_device(Device::Cpu)?;
@@ -78,14 +93,25 @@ pub fn fit_logit_offsets(logits: &Tensor, labels: &Tensor) -> Result<OffsetFit> 
             y.size()
         )));
     }
-    let (lo, hi) = (y.f_min()?.int64_value(&[]), y.f_max()?.int64_value(&[]));
+    let (lo, hi) = (
+        y.f_min()?.f_int64_value(&[])?,
+        y.f_max()?.f_int64_value(&[])?,
+    );
     if lo < 0 || hi >= c {
         return Err(Error::Config(format!(
             "logit offsets: labels in {lo}..={hi}, expected 0..{c}"
         )));
     }
-    if !bool::try_from(z.f_isfinite()?.f_all()?)? {
-        return Err(Error::Config("logit offsets: non-finite logits".into()));
+    let non_finite = z
+        .f_isfinite()?
+        .f_logical_not()?
+        .f_sum(Kind::Int64)?
+        .f_int64_value(&[])?;
+    if non_finite > 0 {
+        return Err(Error::NonFinite {
+            what: "logit offsets: the model's logits",
+            count: non_finite,
+        });
     }
     let onehot = Tensor::f_zeros([n, c], (Kind::Double, Device::Cpu))?.f_scatter_value(
         1,
@@ -117,28 +143,45 @@ pub fn fit_logit_offsets(logits: &Tensor, labels: &Tensor) -> Result<OffsetFit> 
     let (loss_before, mut grad, mut hess) = evaluate(&b)?;
     let mut loss = loss_before;
     let inf_norm = |g: &Tensor| -> Result<f64> { Ok(g.f_abs()?.f_max()?.f_double_value(&[])?) };
+    let not_converged = |iterations, grad: &Tensor| -> Result<Error> {
+        Ok(Error::NotConverged {
+            what: "logit offsets (Newton)",
+            iterations,
+            residual: inf_norm(grad)?,
+            tolerance: GRADIENT_TOLERANCE,
+        })
+    };
     let mut iterations = 0;
-    while inf_norm(&grad)? > 1e-10 {
-        if iterations == 100 {
-            return Err(Error::NotConverged {
-                what: "logit offsets (Newton)",
-                iterations,
-                residual: inf_norm(&grad)?,
-            });
+    while inf_norm(&grad)? > GRADIENT_TOLERANCE {
+        if iterations == MAX_ITERATIONS {
+            return Err(not_converged(iterations, &grad)?);
         }
         iterations += 1;
         let step = Tensor::f_linalg_solve(&hess, &grad.f_unsqueeze(1)?, true)?.f_squeeze_dim(1)?;
+        // The Newton decrement ∇ᵀH⁻¹∇ (> 0: H is positive definite): twice the decrease the
+        // quadratic model predicts for the full step.
+        let decrement = grad.f_dot(&step)?.f_double_value(&[])?;
+        if decrement <= 1e-15 * loss.abs().max(1.0) {
+            let candidate = b.f_sub(&step)?;
+            let (l, g, _) = evaluate(&candidate)?;
+            if l <= loss + 1e-15 * loss.abs().max(1.0) {
+                (b, loss, grad) = (candidate, l, g);
+            }
+            break;
+        }
         // Backtracking (Armijo) along the Newton direction.
-        let slope = -grad.f_dot(&step)?.f_double_value(&[])?;
         let mut t = 1.0;
         loop {
             let candidate = b.f_sub(&step.f_mul_scalar(t)?)?;
             let (l, g, h) = evaluate(&candidate)?;
-            if l <= loss + 1e-4 * t * slope || t < 1e-12 {
+            if l <= loss - 1e-4 * t * decrement {
                 (b, loss, grad, hess) = (candidate, l, g, h);
                 break;
             }
             t *= 0.5;
+            if t < 1e-10 {
+                return Err(not_converged(iterations, &grad)?);
+            }
         }
     }
     Ok(OffsetFit {
@@ -147,6 +190,7 @@ pub fn fit_logit_offsets(logits: &Tensor, labels: &Tensor) -> Result<OffsetFit> 
         loss_after: loss,
         iterations,
         gradient_norm: inf_norm(&grad)?,
+        samples: n as usize,
     })
 }
 
@@ -189,22 +233,30 @@ mod tests {
         Tensor::from_slice(data).view([-1, c])
     }
 
-    /// With equal logits the optimum is the log-frequencies up to a constant (and the ridge):
-    /// softmax(b) = frequencies − λb.
+    /// With equal logits the offsets are the log-frequencies up to a constant, to first order
+    /// in the ridge λ: `softmax(b) = frequencies − λb` exactly, and `b − mean(b)` within
+    /// `O(λ·‖b‖/min frequency)` of the centred log-frequencies.
     #[test]
     fn equal_logits_give_the_log_frequencies() {
         let labels = Tensor::from_slice(&[0i64, 0, 0, 1, 2, 2]);
         let logits = Tensor::zeros([6, 3], (Kind::Double, Device::Cpu));
         let fit = fit_logit_offsets(&logits, &labels).unwrap();
         let b = Tensor::from_slice(&fit.offsets);
+        let freq = Tensor::from_slice(&[0.5, 1.0 / 6.0, 1.0 / 3.0]);
         let p = b.softmax(0, Kind::Double);
-        let want = Tensor::from_slice(&[0.5, 1.0 / 6.0, 1.0 / 3.0])
-            .f_sub(&b.f_mul_scalar(RIDGE).unwrap())
-            .unwrap();
+        let want = freq.f_sub(&b.f_mul_scalar(RIDGE).unwrap()).unwrap();
         let diff = f64::try_from(p.f_sub(&want).unwrap().abs().max()).unwrap();
         assert!(diff <= 1e-9, "softmax(b) − (freq − λb) = {diff}");
+        let centred = |t: &Tensor| t.f_sub(&t.mean(Kind::Double)).unwrap();
+        let log_freq = freq.log();
+        let gap = f64::try_from((centred(&b) - centred(&log_freq)).abs().max()).unwrap();
+        assert!(
+            gap <= 0.02,
+            "b − mean(b) is {gap} from the centred log-frequencies"
+        );
+        assert!(gap > 0.0, "the ridge moves b off the log-frequencies");
         assert!(fit.loss_after <= fit.loss_before);
-        assert!(fit.gradient_norm <= 1e-10);
+        assert_eq!(fit.samples, 6);
     }
 
     /// On random logits the first-order condition holds, `loss_after` is the objective at the
@@ -271,11 +323,11 @@ mod tests {
                 Err(Error::Config(_))
             ));
         }
-        let nan = rows(&[0.0, f64::NAN, 0.0, 0.0, 0.0, 0.0], 3);
+        let nan = rows(&[0.0, f64::NAN, 0.0, 0.0, 0.0, f64::INFINITY], 3);
         let labels = Tensor::from_slice(&[0i64, 1]);
         assert!(matches!(
             fit_logit_offsets(&nan, &labels),
-            Err(Error::Config(_))
+            Err(Error::NonFinite { count: 2, .. })
         ));
         let empty = Tensor::zeros([0, 3], (Kind::Double, Device::Cpu));
         let none = Tensor::zeros([0], (Kind::Int64, Device::Cpu));

@@ -543,7 +543,7 @@ fn finish_tracker(
     ];
     let fp = out.summary.fixed_point_residual_stats();
     // ACC/ASR just before the output bias was recalibrated, when it was.
-    let unrecalibrated = out.summary.recalibration.as_ref().and_then(|(_, m)| *m);
+    let unrecalibrated = out.summary.recalibration.as_ref().and_then(|r| r.before);
     let metrics: Vec<(&str, f64)> = metrics
         .into_iter()
         .chain(fp.map(|(median, _)| ("fixed_point_residual_median", median)))
@@ -678,17 +678,20 @@ fn run_unlearning(
 
 /// The recalibration's offsets and the metrics just before it, when the run recalibrated.
 fn print_recalibration(summary: &ibau_loop::Summary, indent: &str) {
-    let Some((fit, m)) = &summary.recalibration else {
+    if let Some(e) = &summary.recalibration_failure {
+        println!("{indent}warning: the output bias was not recalibrated: {e}");
+    }
+    let Some(r) = &summary.recalibration else {
         return;
     };
-    let offsets: Vec<String> = fit.offsets.iter().map(|b| format!("{b:+.2}")).collect();
+    let offsets: Vec<String> = r.fit.offsets.iter().map(|b| format!("{b:+.2}")).collect();
     print!(
         "{indent}output bias recalibrated: offsets [{}], loss {:.4} → {:.4}",
         offsets.join(", "),
-        fit.loss_before,
-        fit.loss_after
+        r.fit.loss_before,
+        r.fit.loss_after
     );
-    match m {
+    match r.before {
         Some(m) => println!("; before it ACC {}, ASR {}", pct(m.acc), pct(m.asr)),
         None => println!(),
     }
@@ -1109,11 +1112,12 @@ fn sweep(
                                     .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
                                 "implicit_ratio": r.summary.implicit_ratio_stats()
                                     .map(|(median, max)| serde_json::json!({"median": median, "max": max})),
-                                "recalibration": r.summary.recalibration.as_ref().map(|(fit, m)| serde_json::json!({
-                                    "offsets": fit.offsets,
-                                    "acc_unrecalibrated": m.map(|m| m.acc),
-                                    "asr_unrecalibrated": m.map(|m| m.asr),
+                                "recalibration": r.summary.recalibration.as_ref().map(|r| serde_json::json!({
+                                    "offsets": r.fit.offsets,
+                                    "acc_unrecalibrated": r.before.map(|m| m.acc),
+                                    "asr_unrecalibrated": r.before.map(|m| m.asr),
                                 })),
+                                "recalibration_failure": r.summary.recalibration_failure,
                             });
                             // The last round's search outcome (ClassSearch only): the best
                             // candidate, and the others it kept.
