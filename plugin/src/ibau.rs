@@ -1563,15 +1563,16 @@ mod tests {
 
     /// With the search objective and tracking, every step either solves (and reports the
     /// implicit term's size) or counts a failure; without the implicit term no solve runs.
-    #[test]
-    fn the_implicit_term_ablation_skips_the_solve() {
-        tch::manual_seed(11);
+    /// A random CNN, 12 random images, and the tuned preset cut to one pass of two steps with a
+    /// class search at radius 1 that keeps up to `max_candidates` candidates.
+    fn tiny_search_run(seed: i64, max_candidates: usize) -> (Model, Split, UnlearnConfig) {
+        tch::manual_seed(seed);
         let model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
         let clean = Split {
             images: Tensor::rand([12, 1, 28, 28], (Kind::Float, Device::Cpu)),
             labels: Tensor::arange(12, (Kind::Int64, Device::Cpu)).remainder(10),
         };
-        let mut cfg = UnlearnConfig {
+        let cfg = UnlearnConfig {
             batch_size: 6,
             epochs_per_round: 1,
             inner: InnerSearch::ClassSearch(ClassSearch {
@@ -1581,11 +1582,20 @@ mod tests {
                 flip_threshold: 0.0,
                 samples: 12,
                 shifts: false,
-                max_candidates: 1,
+                max_candidates,
             }),
+            ..UnlearnConfig::tuned(100)
+        };
+        (model, clean, cfg)
+    }
+
+    #[test]
+    fn the_implicit_term_ablation_skips_the_solve() {
+        let (model, clean, cfg) = tiny_search_run(11, 1);
+        let mut cfg = UnlearnConfig {
             inner_objective: InnerObjective::Search,
             track_steps: 1,
-            ..UnlearnConfig::tuned(100)
+            ..cfg
         };
         let with = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
         assert_eq!(with.steps, 2);
@@ -1691,26 +1701,10 @@ mod tests {
     /// with [`Recalibration::Clean`].
     #[test]
     fn ibau_recalibrates_on_the_perturbed_copy_too() {
-        tch::manual_seed(13);
-        let model = Model::new(crate::models::Arch::Cnn, Device::Cpu);
-        let clean = Split {
-            images: Tensor::rand([12, 1, 28, 28], (Kind::Float, Device::Cpu)),
-            labels: Tensor::arange(12, (Kind::Int64, Device::Cpu)).remainder(10),
-        };
+        let (model, clean, cfg) = tiny_search_run(13, 2);
         let mut cfg = UnlearnConfig {
-            batch_size: 6,
-            epochs_per_round: 1,
-            inner: InnerSearch::ClassSearch(ClassSearch {
-                radii: vec![1.0],
-                steps: 2,
-                step_fraction: 0.25,
-                flip_threshold: 0.0,
-                samples: 12,
-                shifts: false,
-                max_candidates: 2,
-            }),
             recalibrate: Recalibration::CleanAndPerturbed,
-            ..UnlearnConfig::tuned(100)
+            ..cfg
         };
         let both = unlearn(&model, &clean, &cfg, None, &mut ()).unwrap();
         assert_eq!(both.recalibration.expect("recalibrated").fit.samples, 24);
