@@ -742,10 +742,7 @@ fn perturb(x: &Tensor, delta: &Tensor, clamp: bool) -> Result<Tensor> {
 /// `deltas[i mod k]`.
 fn recalibration_set(clean: &Split, deltas: &[Tensor], clamp: bool) -> Result<Split> {
     if deltas.is_empty() {
-        return Ok(Split {
-            images: clean.images.shallow_clone(),
-            labels: clean.labels.shallow_clone(),
-        });
+        return Ok(clean.shallow_clone());
     }
     let device = clean.images.device();
     let which = Tensor::f_arange(clean.len() as i64, (Kind::Int64, device))?
@@ -1436,12 +1433,12 @@ pub fn unlearn(
         }
     }
     if cfg.recalibrate != Recalibration::Off {
-        let perturbed = cfg.recalibrate == Recalibration::CleanAndPerturbed;
-        let deltas = if cfg.method == Method::Ibau && perturbed {
-            &last_deltas[..]
-        } else {
-            &[]
-        };
+        let deltas =
+            if cfg.method == Method::Ibau && cfg.recalibrate == Recalibration::CleanAndPerturbed {
+                &last_deltas[..]
+            } else {
+                &[]
+            };
         let set = recalibration_set(clean, deltas, cfg.clamp)?;
         match recalibrate_output_bias(model, &set.images, &set.labels) {
             Ok(fit) => {
@@ -1561,8 +1558,6 @@ mod tests {
         assert_eq!(radial_checked, 4);
     }
 
-    /// With the search objective and tracking, every step either solves (and reports the
-    /// implicit term's size) or counts a failure; without the implicit term no solve runs.
     /// A random CNN, 12 random images, and the tuned preset cut to one pass of two steps with a
     /// class search at radius 1 that keeps up to `max_candidates` candidates.
     fn tiny_search_run(seed: i64, max_candidates: usize) -> (Model, Split, UnlearnConfig) {
@@ -1589,6 +1584,8 @@ mod tests {
         (model, clean, cfg)
     }
 
+    /// With the search objective and tracking, every step either solves (and reports the
+    /// implicit term's size) or counts a failure; without the implicit term no solve runs.
     #[test]
     fn the_implicit_term_ablation_skips_the_solve() {
         let (model, clean, cfg) = tiny_search_run(11, 1);

@@ -161,10 +161,11 @@ pub fn fit_logit_offsets(logits: &Tensor, labels: &Tensor) -> Result<OffsetFit> 
         // The Newton decrement ∇ᵀH⁻¹∇ (> 0: H is positive definite): twice the decrease the
         // quadratic model predicts for the full step.
         let decrement = grad.f_dot(&step)?.f_double_value(&[])?;
-        if decrement <= 1e-15 * loss.abs().max(1.0) {
+        let rounding = 1e-15 * loss.abs().max(1.0);
+        if decrement <= rounding {
             let candidate = b.f_sub(&step)?;
             let (l, g, _) = evaluate(&candidate)?;
-            if l <= loss + 1e-15 * loss.abs().max(1.0) {
+            if l <= loss + rounding {
                 (b, loss, grad) = (candidate, l, g);
             }
             break;
